@@ -1,0 +1,3 @@
+"""nas_aug: architecture and augmentation-policy search inside one Lightning fit."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Supernets: list a model's space, activate a sample, extract a standalone sub-network."""
+
+from .core import activate, choice_modules, extract_subnet, record_input_shapes, space_of
+
+__all__ = ["activate", "choice_modules", "extract_subnet", "record_input_shapes", "space_of"]

@@ -1,0 +1,81 @@
+"""A supernet is any module holding choice modules: list its space, activate a sample,
+and extract the standalone sub-network of a sample with the trained weights it inherits."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..space import ChoiceModule, Sample, Space
+
+
+def choice_modules(model: nn.Module) -> list[tuple[str, ChoiceModule]]:
+    """``(name, module)`` for every choice module inside ``model`` (itself included)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ChoiceModule)]
+
+
+def space_of(model: nn.Module) -> Space:
+    """The space spanned by every labelled choice inside ``model``."""
+    return Space(c for _, m in choice_modules(model) for c in m.choices())
+
+
+def activate(model: nn.Module, sample: Mapping[str, Any], space: Space | None = None) -> Sample:
+    """Make ``sample`` the active path of ``model``; returns the validated sample."""
+    sample = (space or space_of(model)).validate(sample)
+    for _, module in choice_modules(model):
+        module.activate(sample)
+    return sample
+
+
+@torch.no_grad()
+def record_input_shapes(model: nn.Module, example_input: torch.Tensor
+                        ) -> dict[nn.Module, tuple[int, ...]]:
+    """Shape of the first input each submodule receives in one eval-mode forward pass."""
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def hook(module, args):
+        if args and isinstance(args[0], torch.Tensor):
+            shapes.setdefault(module, tuple(args[0].shape))
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()]
+    was_training = model.training
+    try:
+        model.eval()
+        model(example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def _freeze_tree(module: nn.Module, shapes: Mapping[nn.Module, tuple[int, ...]]) -> nn.Module:
+    while isinstance(module, ChoiceModule):
+        module = module.freeze(shapes.get(module))
+    for name, child in list(module.named_children()):
+        frozen = _freeze_tree(child, shapes)
+        if frozen is not child:
+            setattr(module, name, frozen)
+    return module
+
+
+def extract_subnet(model: nn.Module, sample: Mapping[str, Any],
+                   example_input: torch.Tensor) -> nn.Module:
+    """A standalone copy of ``model`` with ``sample`` frozen in: no choice modules remain, the
+    weights (and batch-norm statistics) are those of the active path. ``model`` is unchanged.
+
+    ``example_input`` (any batch size) tells each elastic layer its input shape.
+    """
+    subnet = copy.deepcopy(model)
+    activate(subnet, sample)
+    shapes = record_input_shapes(subnet, example_input.to(_device_of(subnet)))
+    return _freeze_tree(subnet, shapes)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
