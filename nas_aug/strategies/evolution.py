@@ -45,9 +45,8 @@ class EvolutionSearch:
     """
 
     def __init__(self, space: Space, population_size: int = 16, generations: int = 8,
-                 parents: int | None = None, mutation_prob: float = 0.1,
-                 constraint: Callable[[Sample], bool] | None = None, seed: int = 0,
-                 max_tries: int = 1000):
+                 parents: int | None = None, mutation_prob: float = 0.1, constraint:
+                 Callable[[Sample], bool] | None = None, seed: int = 0, max_tries: int = 1000):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a nas_aug Space, got {type(space).__name__}")
         _check_int("population_size", population_size, 2)
@@ -70,11 +69,11 @@ class EvolutionSearch:
         self._finished = False
         self._queue: list[Sample] = []  # current generation, not yet asked
         self._pending: dict[str, Sample] = {}  # asked, not yet told
-        self._scores: dict[str, float] = {}  # sample key -> score, for every told sample
         self.history: list[tuple[Sample, float]] = []
 
     @property
     def done(self) -> bool:
+        """True once every generation is told, or no new child could be made."""
         idle = not self._queue and not self._pending
         return self._finished or (idle and self._generation + 1 >= self.generations)
 
@@ -94,14 +93,17 @@ class EvolutionSearch:
             raise TypeError(f"a sample is a {{label: value}} dict, got {sample!r}")
         key = sample_key(sample)
         if key not in self._pending:
-            why = "it was already told" if key in self._scores else "ask() never returned it"
+            told = any(sample_key(s) == key for s, _ in self.history)
+            why = "it was already told" if told else "ask() never returned it"
             raise ValueError(f"cannot tell sample {dict(sample)!r}: {why}; "
                              f"{len(self._pending)} asked sample(s) await a score")
-        value = float(score) if isinstance(score, (int, float)) else math.nan
-        if isinstance(score, bool) or not math.isfinite(value):
+        try:
+            value = float(score)  # also numpy / torch scalars
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
             raise ValueError(f"score must be a finite number, got {score!r} for {dict(sample)!r}")
         sample = self._pending.pop(key)
-        self._scores[key] = value
         self.history.append((dict(sample), value))
 
     @property
@@ -118,8 +120,8 @@ class EvolutionSearch:
         ranked = sorted(self.history, key=lambda pair: -pair[1])[:k]
         return [(dict(sample), score) for sample, score in ranked]
 
-    def run(self, evaluate: Callable[[Sample], float], progress: bool = True
-            ) -> tuple[Sample, float]:
+    def run(self, evaluate: Callable[[Sample], float],
+            progress: bool = True) -> tuple[Sample, float]:
         """Ask, evaluate and tell until done; return ``best``.
 
         Samples asked but not told (e.g. in a resumed state) are evaluated first.
@@ -142,17 +144,16 @@ class EvolutionSearch:
         if self._generation + 1 >= self.generations:
             self._finished = True
             return
-        seen = set(self._scores)  # queue and pending are empty here
+        seen = {sample_key(s) for s, _ in self.history}  # queue and pending are empty here
         if self._generation < 0:
             children = self._breed(self.population_size, lambda: self.space.random(self._rng), seen)
             if len(children) < self.population_size:
                 reason = (f"the space has only {len(self.space)} samples"
                           if len(self.space) < self.population_size
                           else "the constraint is likely too tight")
-                raise ValueError(
-                    f"found only {len(children)} distinct feasible samples for a population of "
-                    f"{self.population_size} ({self.max_tries} draws in a row gave no new one): "
-                    f"{reason}; loosen the constraint, lower population_size or raise max_tries")
+                raise ValueError(f"found only {len(children)} of population_size="
+                                 f"{self.population_size} distinct feasible samples (max_tries="
+                                 f"{self.max_tries} draws in a row found no new one): {reason}")
         else:
             parents = [sample for sample, _ in self.top(self.parents)]
             n_mutants = self.population_size // 2
@@ -194,34 +195,28 @@ class EvolutionSearch:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict()`` (also after a JSON round trip); the settings stay this
-        instance's."""
+        """Restore a ``state_dict()``, also after a JSON round trip; settings stay this object's."""
         labels = list(self.space.labels)
-        if state.get("version") != _STATE_VERSION or state.get("labels") != labels:
-            raise ValueError(f"state is not an EvolutionSearch state (version {_STATE_VERSION}) "
-                             f"for labels {labels}: got version {state.get('version')!r}, "
-                             f"labels {state.get('labels')!r}")
         try:
-            queue = [self._decode(s) for s in state["queue"]]
-            pending = [self._decode(s) for s in state["pending"]]
+            if state["version"] != _STATE_VERSION or state["labels"] != labels:
+                raise ValueError(f"got version {state['version']!r} with labels {state['labels']!r}"
+                                 f", expected version {_STATE_VERSION} with labels {labels}")
+            queue, pending = ([self._decode(s) for s in state[k]] for k in ("queue", "pending"))
             history = [(self._decode(s), float(score)) for s, score in state["history"]]
-            version, internal, gauss = state["rng"]
-            rng_state = (version, tuple(internal), gauss)
+            rng = random.Random()
+            rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
             generation, finished = int(state["generation"]), bool(state["finished"])
         except (KeyError, IndexError, TypeError, ValueError) as err:
-            raise ValueError(f"malformed EvolutionSearch state: {err}") from err
-        self._rng.setstate(rng_state)
-        self._generation, self._finished, self._queue = generation, finished, queue
-        self._pending = {sample_key(s): s for s in pending}
+            raise ValueError(f"not a state_dict() of an EvolutionSearch on {self.space!r}: "
+                             f"{err}") from err
+        self._rng, self._generation, self._finished = rng, generation, finished
+        self._queue, self._pending = queue, {sample_key(s): s for s in pending}
         self.history = history
-        self._scores = {sample_key(s): score for s, score in history}
 
     def _encode(self, sample: Sample) -> list[int]:
         return [c.index(sample[label]) for label, c in zip(self.space.labels, self._candidates)]
 
     def _decode(self, indices: list[int]) -> Sample:
-        if len(indices) != len(self._candidates) or not all(
-                isinstance(i, int) and 0 <= i < len(c) for i, c in zip(indices, self._candidates)):
-            raise ValueError(f"sample indices {indices!r} do not fit candidate counts "
-                             f"{[len(c) for c in self._candidates]}")
+        if len(indices) != len(self._candidates) or any(i < 0 for i in indices):
+            raise ValueError(f"sample {indices!r} is not {len(self._candidates)} candidate indices")
         return {label: c[i] for label, c, i in zip(self.space.labels, self._candidates, indices)}

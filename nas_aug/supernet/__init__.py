@@ -1,5 +1,12 @@
 """Supernets: list a model's space, activate a sample, extract a standalone sub-network."""
 
-from .core import activate, choice_modules, extract_subnet, record_input_shapes, space_of
+from .core import (
+    activate,
+    choice_modules,
+    device_of,
+    extract_subnet,
+    record_input_shapes,
+    space_of,
+)
 
-__all__ = ["activate", "choice_modules", "extract_subnet", "record_input_shapes", "space_of"]
+__all__ = ["activate", "choice_modules", "device_of", "extract_subnet", "record_input_shapes", "space_of"]

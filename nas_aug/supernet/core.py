@@ -72,10 +72,10 @@ def extract_subnet(model: nn.Module, sample: Mapping[str, Any],
     """
     subnet = copy.deepcopy(model)
     activate(subnet, sample)
-    shapes = record_input_shapes(subnet, example_input.to(_device_of(subnet)))
+    shapes = record_input_shapes(subnet, example_input.to(device_of(subnet)))
     return _freeze_tree(subnet, shapes)
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
     tensor = next(model.parameters(), None)
     return tensor.device if tensor is not None else torch.device("cpu")

@@ -1,0 +1,225 @@
+"""``OneShotNAS``: train a weight-sharing supernet inside the user's fit, then search it."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from ..constraints import Budget, Cost, CostTable, get_counter
+from ..export import check_export_dir, export_architecture
+from ..space import Sample, Space
+from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
+from ..strategies.evolution import EvolutionSearch
+from ..strategies.sampling import SAMPLINGS, SandwichSampling, UniformSampling
+from ..supernet import activate, space_of
+
+
+def find_supernet(pl_module: nn.Module) -> nn.Module:
+    """The module built by ``create_space`` inside ``pl_module``, else ``pl_module`` itself."""
+    for module in pl_module.modules():
+        if hasattr(module, "space_name"):
+            return module
+    return pl_module
+
+
+class OneShotNAS(Callback):
+    """Single-path one-shot NAS as a callback: each training step trains one sampled path of
+    the supernet inside the user's LightningModule; when training ends, an evolutionary search
+    scores sub-networks on the held-out data (batch norm recalibrated for each), keeps those
+    within ``budget``, leaves the winner active in the model and exports it.
+
+    The held-out data is the fit's validation data unless ``heldout`` (a dataloader) is given.
+    Candidates are scored by top-1 accuracy of ``pl_module(inputs)``; batches are ``(x, y)``
+    tuples or dicts (``input_key`` / ``target_key``). While fitting, validation runs the
+    largest path.
+
+    >>> from nas_aug import Budget
+    >>> callback = OneShotNAS(budget=Budget(macs=1_000_000), export_dir="out", generations=4)
+    >>> callback.sampling_name
+    'uniform'
+    """
+
+    def __init__(self, budget: Budget | None = None, export_dir: str | Path | None = None,
+                 sampling: str = "uniform", sandwich_random: int = 1,
+                 population_size: int = 16, generations: int = 8, mutation_prob: float = 0.1,
+                 calibration_batches: int = 8, heldout: Any = None, input_key: str = "image",
+                 target_key: str = "label", counter: str = "fvcore",
+                 input_shape: tuple[int, ...] | None = None, seed: int = 0,
+                 overwrite: bool = False, progress: bool = True):
+        if budget is not None and not isinstance(budget, Budget):
+            raise ValueError(f"budget must be a nas_aug.Budget or None, got {budget!r}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {sampling!r}; choose one of {sorted(SAMPLINGS)}")
+        if not isinstance(calibration_batches, int) or calibration_batches < 1:
+            raise ValueError(f"calibration_batches={calibration_batches!r} must be an int >= 1")
+        self.sampling_name = sampling
+        self._sampling = (SandwichSampling(sandwich_random) if sampling == "sandwich"
+                          else UniformSampling())
+        self._counter = get_counter(counter)
+        self._search_kwargs = dict(population_size=population_size, generations=generations,
+                                   mutation_prob=mutation_prob, seed=seed)
+        EvolutionSearch(Space([]), **self._search_kwargs)  # validates the search arguments now
+        self.budget = budget
+        self.export_dir = None if export_dir is None else Path(export_dir)
+        self.calibration_batches = calibration_batches
+        self.heldout = heldout
+        self.input_key, self.target_key = input_key, target_key
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.overwrite, self.progress, self.seed = overwrite, progress, seed
+        self.rng = random.Random(seed)
+        self.cost_table: CostTable | None = None
+        self.result: dict[str, Any] | None = None
+        self._supernet: nn.Module | None = None
+        self._extra_paths: tuple[Any, int, list[Sample]] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(export_dir=str(self.export_dir), seed=self.seed)
+
+    # ---- Trainer hooks ----------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != TrainerFn.FITTING:
+            return
+        self._supernet = find_supernet(pl_module)
+        self.space = space_of(self._supernet)
+        if not self.space.labels:
+            raise ValueError(
+                f"OneShotNAS found no choice modules in {type(pl_module).__name__}: put a "
+                "supernet from nas_aug.search_spaces.create_space(...) (or a model built from "
+                "nas_aug.space choice modules) inside your LightningModule")
+        if self.export_dir is not None:
+            check_export_dir(self.export_dir, self.overwrite)
+        if self.heldout is None and not self._val_source(trainer).is_defined():
+            raise ValueError("OneShotNAS scores architectures on held-out data but this fit has "
+                             "none: give the datamodule (or module) a val_dataloader, pass "
+                             "val_dataloaders to fit, or pass OneShotNAS(heldout=loader)")
+        shape = self.input_shape or getattr(self._supernet, "default_input_shape", None)
+        if shape is not None and self.cost_table is None:
+            self._build_cost_table(tuple(shape))
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.cost_table is None:
+            x, _ = split_batch(batch, self.input_key, self.target_key)
+            self._build_cost_table(tuple(x.shape[1:]))
+        first, *extra = self._sampling.paths(self.space, self.rng)
+        activate(self._supernet, first, self.space)
+        self._extra_paths = (batch, batch_idx, extra) if extra else None
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Sandwich rule: the other paths of this step add their gradients before the step."""
+        if self._extra_paths is None:
+            return
+        batch, batch_idx, extra = self._extra_paths
+        self._extra_paths = None
+        precision = trainer.precision_plugin
+        for sample in extra:
+            activate(self._supernet, sample, self.space)
+            with _muted_logging(pl_module):
+                output = pl_module.training_step(batch, batch_idx)
+            loss = output["loss"] if isinstance(output, dict) else output
+            loss = precision.pre_backward(loss / trainer.accumulate_grad_batches, pl_module)
+            precision.backward(loss, pl_module, None)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            activate(self._supernet, self.space.largest(), self.space)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.result = self._search(trainer, pl_module)
+        sample = self.result["sample"]
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({"nas/best_score": self.result["score"],
+                                        "nas/best_macs": self.result["macs"],
+                                        "nas/best_params": self.result["params"]},
+                                       step=trainer.global_step)
+        rank_zero_info(f"OneShotNAS: best held-out top-1 {self.result['score']:.4f} at "
+                       f"{Cost(self.result['macs'], self.result['params'])}: {sample}")
+        if self.export_dir is not None and trainer.is_global_zero:
+            export_architecture(
+                self.export_dir, self._supernet, sample, self.cost_table.input_shape,
+                Cost(self.result["macs"], self.result["params"]), self.result["score"],
+                budget={"macs": getattr(self.budget, "macs", None),
+                        "params": getattr(self.budget, "params", None)},
+                top=self.result["top"])
+
+    # ---- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "result": self.result}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version, internal, gauss = state_dict["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.result = state_dict["result"]
+
+    # ---- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _val_source(trainer: Trainer):
+        # Lightning keeps the fit's validation source here (a datamodule, module or loaders).
+        return trainer.fit_loop.epoch_loop.val_loop._data_source
+
+    def _build_cost_table(self, input_shape: tuple[int, ...]) -> None:
+        self.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
+                                          progress=self.progress)
+        smallest = self.cost_table(self.space.smallest())
+        if self.budget is not None and not self.budget.allows(smallest):
+            raise ValueError(
+                f"{self.budget} is below the smallest sub-network of this space ({smallest} for "
+                f"inputs of shape {input_shape}); raise the budget to at least that")
+
+    def _batches(self, loader: Any, trainer: Trainer, limit: int | None = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                return
+            yield split_batch(trainer.strategy.batch_to_device(batch), self.input_key,
+                              self.target_key)
+
+    def _search(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        heldout = self.heldout if self.heldout is not None else self._val_source(trainer).dataloader()
+        if isinstance(heldout, (list, tuple)):
+            heldout = heldout[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            calibration = [x for x, _ in self._batches(trainer.train_dataloader, trainer,
+                                                       self.calibration_batches)]
+        supernet, table = self._supernet, self.cost_table
+        was_training = pl_module.training
+
+        def evaluate(sample: Sample) -> float:
+            activate(supernet, sample, self.space)
+            recalibrate_batch_norm(supernet, pl_module, calibration)
+            pl_module.eval()
+            return top1_accuracy(pl_module, self._batches(heldout, trainer))
+
+        feasible = None if self.budget is None else (lambda s: self.budget.allows(table(s)))
+        search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs)
+        sample, score = search.run(evaluate, progress=self.progress and trainer.is_global_zero)
+        evaluate(sample)  # leave the winner active, with its own batch-norm statistics
+        pl_module.train(was_training)
+        cost = table(sample)
+        top = [{"sample": s, "score": v, "macs": table(s).macs, "params": table(s).params}
+               for s, v in search.top(5)]
+        return {"sample": sample, "score": score, "macs": cost.macs, "params": cost.params,
+                "top": top}
+
+
+@contextlib.contextmanager
+def _muted_logging(pl_module: LightningModule) -> Iterator[None]:
+    """Extra sandwich paths re-run ``training_step``; only the first path's metrics are logged."""
+    noop: Callable[..., None] = lambda *args, **kwargs: None  # noqa: E731
+    pl_module.log, pl_module.log_dict = noop, noop
+    try:
+        yield
+    finally:
+        del pl_module.log, pl_module.log_dict

@@ -1,0 +1,150 @@
+"""Exact per-sample costs from a per-choice table, built once per supernet.
+
+Counting a whole sub-network (fvcore traces it) takes too long to do for every candidate of a
+search. The table splits the supernet into *units*: modules whose input shape is the same under
+every sample and whose cost depends on a few labels of their own. Each unit is extracted and
+counted once per combination of its labels; a sample's cost is then a sum of look-ups, gated by
+the elastic depths and layer choices that decide whether a unit runs at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..space import ElasticDepth, LayerChoice, Space
+from ..supernet import activate, device_of, extract_subnet, record_input_shapes, space_of
+from .budget import Cost
+from .counters import FvcoreCounter, MacCounter, count_params
+
+# (label, operator, value): a unit runs only if sample[label] >= value or == value
+Gate = tuple[str, str, Any]
+
+
+@dataclass
+class Unit:
+    name: str
+    labels: tuple[str, ...]
+    gates: tuple[Gate, ...]
+    costs: dict[tuple, Cost]
+
+    def runs(self, sample: Mapping[str, Any]) -> bool:
+        return all(sample[label] >= value if op == ">=" else sample[label] == value
+                   for label, op, value in self.gates)
+
+
+def _probe_samples(space: Space, extra: int, seed: int) -> list[dict]:
+    """Samples that between them take every candidate of every label, plus a few random."""
+    width = max((len(space.candidates(label)) for label in space.labels), default=1)
+    probes = [{label: space.candidates(label)[min(i, len(space.candidates(label)) - 1)]
+               for label in space.labels} for i in range(width)]
+    rng = random.Random(seed)
+    return probes + [space.random(rng) for _ in range(extra)]
+
+
+class CostTable:
+    """MACs and parameters of any sample, exactly as ``counter`` counts the extracted
+    sub-network, from per-unit tables (see module docstring).
+
+    >>> from nas_aug.search_spaces import create_space
+    >>> net = create_space("mobilenet_tiny", in_chans=1, img_size=8, expand_ratios=(3, 6))
+    >>> table = CostTable.build(net, (1, 8, 8))
+    >>> table(table.space.smallest()).macs < table(table.space.largest()).macs
+    True
+    """
+
+    def __init__(self, space: Space, units: list[Unit], input_shape: tuple[int, ...],
+                 counter_name: str):
+        self.space = space
+        self.units = units
+        self.input_shape = tuple(input_shape)
+        self.counter_name = counter_name
+
+    def __call__(self, sample: Mapping[str, Any]) -> Cost:
+        macs = params = 0
+        for unit in self.units:
+            if unit.runs(sample):
+                cost = unit.costs[tuple(sample[label] for label in unit.labels)]
+                macs, params = macs + cost.macs, params + cost.params
+        return Cost(macs, params)
+
+    @classmethod
+    def build(cls, model: nn.Module, input_shape: tuple[int, ...],
+              counter: MacCounter | None = None, max_combinations: int = 64,
+              progress: bool = False, check: bool = True) -> CostTable:
+        """Tabulate ``model`` for inputs of shape ``input_shape`` (without the batch dim).
+
+        With ``check``, the table is compared with a full count of the largest and smallest
+        sub-networks, and a mismatch (cost hidden outside the units) raises ``RuntimeError``.
+        """
+        counter = counter or FvcoreCounter()
+        model = copy.deepcopy(model).eval()
+        space = space_of(model)
+        example = torch.zeros(1, *input_shape, device=device_of(model))
+        shapes: dict[nn.Module, set] = {}
+        for sample in _probe_samples(space, extra=2, seed=0):
+            activate(model, sample, space)
+            for module, shape in record_input_shapes(model, example).items():
+                shapes.setdefault(module, set()).add(shape)
+
+        plan: list[tuple[str, nn.Module, tuple[str, ...], tuple[Gate, ...]]] = []
+
+        def visit(name: str, module: nn.Module, gates: tuple[Gate, ...]) -> None:
+            seen = shapes.get(module)
+            if not seen:
+                return  # never runs under any sample: costs nothing
+            labels = space_of(module).labels
+            if isinstance(module, ElasticDepth):
+                for i, block in enumerate(module.blocks):
+                    visit(f"{name}.blocks.{i}", block,
+                          gates + ((module.choice.label, ">=", i + 1),))
+            elif isinstance(module, LayerChoice):
+                for key, candidate in module.candidates.items():
+                    visit(f"{name}.{key}", candidate, gates + ((module.choice.label, "==", key),))
+            elif len(seen) == 1 and math.prod(
+                    len(space.candidates(label)) for label in labels) <= max_combinations:
+                plan.append((name, module, labels, gates))
+            elif next(module.children(), None) is not None:
+                for child_name, child in module.named_children():
+                    visit(f"{name}.{child_name}" if name else child_name, child, gates)
+            else:
+                raise RuntimeError(
+                    f"cannot tabulate the cost of {name or 'the model'} "
+                    f"({type(module).__name__}): its input shape varies with choices outside "
+                    f"it ({sorted(seen)}) or it has too many label combinations")
+
+        visit("", model, ())
+        total = sum(math.prod(len(space.candidates(label)) for label in labels)
+                    for _, _, labels, _ in plan)
+        units = []
+        with tqdm(total=total, desc="cost table", disable=not progress, leave=False) as bar:
+            for name, module, labels, gates in plan:
+                (shape,) = shapes[module]
+                unit_input = torch.zeros(shape, device=example.device)
+                costs = {}
+                for values in itertools.product(*(space.candidates(label) for label in labels)):
+                    unit = extract_subnet(module, dict(zip(labels, values)), unit_input)
+                    costs[values] = Cost(counter(unit, unit_input), count_params(unit))
+                    bar.update()
+                units.append(Unit(name, labels, gates, costs))
+        table = cls(space, units, input_shape, counter.name)
+        if check:
+            for sample in (space.largest(), space.smallest()):
+                subnet = extract_subnet(model, sample, example)
+                full = Cost(counter(subnet, example), count_params(subnet))
+                if full != table(sample):
+                    raise RuntimeError(
+                        f"cost table gives {table(sample)} but counting the whole sub-network "
+                        f"gives {full}: some cost sits outside the tabulated modules (an "
+                        "operation in a parent's forward?)")
+        return table
+

@@ -1,0 +1,166 @@
+"""The export: ``architecture.json`` + the sub-network's weights + ``report.md``.
+
+Nothing here is a pickle: the architecture is JSON, the weights are safetensors. A user
+rebuilds the standalone sub-network with :func:`load_architecture` and :func:`build_subnet`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .constraints import Cost
+from .supernet import extract_subnet
+
+FORMAT = "nas_aug.architecture/1"
+ARCHITECTURE_FILE = "architecture.json"
+WEIGHTS_FILE = "subnet.safetensors"
+REPORT_FILE = "report.md"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One searched architecture, as written to ``architecture.json``.
+
+    >>> arch = Architecture(space="mobilenet_tiny", space_kwargs={"in_chans": 1, "img_size": 8},
+    ...                     sample={}, input_shape=(1, 8, 8))
+    >>> arch.space
+    'mobilenet_tiny'
+    """
+
+    space: str | None
+    space_kwargs: dict[str, Any]
+    sample: dict[str, Any]
+    input_shape: tuple[int, ...]
+    macs: int | None = None
+    params: int | None = None
+    score: float | None = None
+    metric: str = "heldout_top1"
+    budget: dict[str, Any] = field(default_factory=dict)
+    top: list[dict[str, Any]] = field(default_factory=list)
+    weights: str | None = WEIGHTS_FILE
+    directory: Path | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"format": FORMAT, **asdict(self)}
+        data["input_shape"] = list(self.input_shape)
+        del data["directory"]
+        return data
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_export_dir(directory: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse a directory that already holds an export, unless ``overwrite``."""
+    existing = Path(directory) / ARCHITECTURE_FILE
+    if existing.exists() and not overwrite:
+        raise FileExistsError(
+            f"export directory {str(directory)!r} already holds a result ({existing}); choose "
+            "another directory or pass overwrite=True to replace it")
+
+
+def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
+                        sample: Mapping[str, Any], input_shape: tuple[int, ...], cost: Cost,
+                        score: float | None, budget: Mapping[str, Any] | None = None,
+                        top: list[dict[str, Any]] | None = None,
+                        report: str | None = None) -> Architecture:
+    """Extract ``sample`` from ``supernet`` and write the export files (atomically)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, *input_shape)
+    subnet = extract_subnet(supernet, sample, example)
+    arch = Architecture(
+        space=getattr(supernet, "space_name", None),
+        space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
+        sample=dict(sample), input_shape=tuple(input_shape), macs=cost.macs, params=cost.params,
+        score=score, budget=dict(budget or {}), top=list(top or []), directory=directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    text = json.dumps(arch.to_json(), indent=2) + "\n"
+    atomic_write(directory / ARCHITECTURE_FILE, lambda p: p.write_text(text))
+    atomic_write(directory / REPORT_FILE, lambda p: p.write_text(report or render_report(arch)))
+    return arch
+
+
+def render_report(arch: Architecture) -> str:
+    """A short markdown report of one architecture."""
+    lines = [f"# Searched architecture: `{arch.space}`", "",
+             "| | |", "|---|---|",
+             f"| MACs (multiply-adds, fvcore's 'flops') | {arch.macs:,} |",
+             f"| parameters | {arch.params:,} |",
+             f"| held-out score ({arch.metric}) | {arch.score:.4f} |" if arch.score is not None
+             else f"| held-out score ({arch.metric}) | - |",
+             f"| budget | {arch.budget or 'none'} |",
+             f"| input shape | {tuple(arch.input_shape)} |", "", "## Choices", "",
+             "| label | value |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in arch.sample.items()]
+    if arch.top:
+        lines += ["", "## Best candidates", "", "| rank | score | MACs | params |",
+                  "|---|---|---|---|"]
+        lines += [f"| {i} | {c['score']:.4f} | {c['macs']:,} | {c['params']:,} |"
+                  for i, c in enumerate(arch.top, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def load_architecture(path: str | os.PathLike) -> Architecture:
+    """Read ``architecture.json`` (or the directory holding it).
+
+    >>> load_architecture("no/such/dir")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no architecture at 'no/such/dir/architecture.json'
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix != ".json":
+        path = path / ARCHITECTURE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no architecture at {str(path)!r}")
+    data = json.loads(path.read_text())
+    if data.pop("format", None) != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file")
+    data["input_shape"] = tuple(data["input_shape"])
+    return Architecture(**data, directory=path.parent)
+
+
+def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
+    """The standalone sub-network of ``arch``: a plain module without choice modules, with
+    the exported (trained) weights if ``weights``, else freshly initialised ones."""
+    from safetensors.torch import load_file
+
+    from .search_spaces import create_space
+
+    if arch.space is None:
+        raise ValueError("this architecture names no registered space (the supernet was not "
+                         "built with nas_aug.search_spaces.create_space), so it cannot be rebuilt")
+    subnet = extract_subnet(create_space(arch.space, **arch.space_kwargs), arch.sample,
+                            torch.zeros(1, *arch.input_shape))
+    if not weights:
+        for module in subnet.modules():
+            if hasattr(module, "reset_parameters") and module is not subnet:
+                module.reset_parameters()
+        return subnet
+    if arch.weights is None or arch.directory is None:
+        raise ValueError("this architecture has no weights file; use weights=False")
+    subnet.load_state_dict(load_file(str(arch.directory / arch.weights)))
+    return subnet

@@ -1,0 +1,42 @@
+"""Path sampling for one-shot supernet training: which sub-networks a training step trains."""
+
+from __future__ import annotations
+
+import random
+
+from ..space import Sample, Space
+
+
+class UniformSampling:
+    """One uniformly random path per step (single-path one-shot, SPOS).
+
+    >>> from nas_aug.space import ValueChoice
+    >>> len(UniformSampling().paths(Space([ValueChoice("k", [3, 5])]), random.Random(0)))
+    1
+    """
+
+    def paths(self, space: Space, rng: random.Random) -> list[Sample]:
+        return [space.random(rng)]
+
+
+class SandwichSampling:
+    """The sandwich rule (BigNAS / slimmable networks): the largest, the smallest and
+    ``num_random`` random paths, their gradients summed in one step.
+
+    >>> from nas_aug.space import ValueChoice
+    >>> paths = SandwichSampling(2).paths(Space([ValueChoice("k", [3, 5])]), random.Random(0))
+    >>> [p["k"] for p in paths[:2]], len(paths)
+    ([5, 3], 4)
+    """
+
+    def __init__(self, num_random: int = 1):
+        if not isinstance(num_random, int) or num_random < 0:
+            raise ValueError(f"num_random={num_random!r} must be an integer >= 0")
+        self.num_random = num_random
+
+    def paths(self, space: Space, rng: random.Random) -> list[Sample]:
+        return [space.largest(), space.smallest()] + [space.random(rng)
+                                                      for _ in range(self.num_random)]
+
+
+SAMPLINGS = {"uniform": UniformSampling, "sandwich": SandwichSampling}
