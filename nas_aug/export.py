@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,15 @@ def load_architecture(path: str | os.PathLike) -> Architecture:
     if not path.exists():
         raise FileNotFoundError(f"no architecture at {str(path)!r}")
     data = json.loads(path.read_text())
-    if data.pop("format", None) != FORMAT:
+    if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
+    names = {f.name for f in fields(Architecture)} - {"directory"}
+    required = {f.name for f in fields(Architecture) if f.default is MISSING
+                and f.default_factory is MISSING}
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - names)
+    if missing or unknown:
+        raise ValueError(f"{path}: missing fields {missing}, unknown fields {unknown}; "
+                         f"an architecture has {sorted(names)}")
     data["input_shape"] = tuple(data["input_shape"])
     return Architecture(**data, directory=path.parent)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -19,8 +20,9 @@ class Cost:
 def _positive_int(name: str, value) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"Budget {name}={value!r} must be a positive number (or None)")
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 1):
+        raise ValueError(f"Budget {name}={value!r} must be a finite number >= 1 (or None)")
     return int(value)
 
 

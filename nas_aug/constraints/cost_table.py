@@ -116,6 +116,9 @@ class CostTable:
             elif next(module.children(), None) is not None:
                 for child_name, child in module.named_children():
                     visit(f"{name}.{child_name}" if name else child_name, child, gates)
+            elif not labels and all(counter(module, torch.zeros(s, device=example.device)) == 0
+                                    for s in seen):
+                return  # a free leaf (an activation, say) between elastic layers
             else:
                 raise RuntimeError(
                     f"cannot tabulate the cost of {name or 'the model'} "

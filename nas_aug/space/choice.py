@@ -97,8 +97,8 @@ def resolve(value: Any, sample: Mapping[str, Any]) -> Any:
 
 
 def largest_value(value: Any) -> Any:
-    """The largest candidate of a choice, or ``value`` itself if it is fixed."""
-    return value.candidates[-1] if isinstance(value, (ValueChoice, MappedChoice)) else value
+    """The largest candidate of a numeric choice, or ``value`` itself if it is fixed."""
+    return max(value.candidates) if isinstance(value, (ValueChoice, MappedChoice)) else value
 
 
 class Space:
@@ -168,7 +168,7 @@ class Space:
         for key in sample:
             if key not in self._choices:
                 problems.append(f"unknown label {key!r}{closest_match(key, self._choices)}")
-            elif sample[key] not in self._choices[key].candidates:
+            elif not _is_candidate(sample[key], self._choices[key].candidates):
                 problems.append(f"{key}={sample[key]!r} is not one of "
                                 f"{list(self._choices[key].candidates)}")
         if problems:
@@ -186,6 +186,12 @@ class Space:
     def crossover(self, a: Mapping[str, Any], b: Mapping[str, Any], rng: random.Random) -> Sample:
         """Each label's value taken from ``a`` or ``b`` with equal chance."""
         return {label: (a if rng.random() < 0.5 else b)[label] for label in self._choices}
+
+
+def _is_candidate(value: Any, candidates: tuple) -> bool:
+    """Membership without ``True == 1``: a bool matches only a bool."""
+    return any(value == c and isinstance(value, bool) == isinstance(c, bool)
+               for c in candidates)
 
 
 def sample_key(sample: Mapping[str, Any]) -> str:

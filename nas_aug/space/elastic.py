@@ -112,6 +112,9 @@ class ElasticLinear(nn.Linear, ChoiceModule):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  out_features_choice: ValueChoice | MappedChoice | None = None):
+        if out_features_choice is not None and largest_value(out_features_choice) > out_features:
+            raise ValueError(f"out_features_choice {out_features_choice!r} exceeds "
+                             f"out_features={out_features}")
         super().__init__(in_features, out_features, bias=bias)
         self.out_choice = out_features_choice
         self.active_out = out_features

@@ -55,7 +55,9 @@ def record_input_shapes(model: nn.Module, example_input: torch.Tensor
 
 def _freeze_tree(module: nn.Module, shapes: Mapping[nn.Module, tuple[int, ...]]) -> nn.Module:
     while isinstance(module, ChoiceModule):
-        module = module.freeze(shapes.get(module))
+        frozen = module.freeze(shapes.get(module))
+        frozen.training = module.training
+        module = frozen
     for name, child in list(module.named_children()):
         frozen = _freeze_tree(child, shapes)
         if frozen is not child:

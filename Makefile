@@ -1,0 +1,29 @@
+# Two commands do all the set-up: `make demo` and `make test` each bootstrap .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision pinned to the releases that lie on disk on our machines (no big download)
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/nas-aug run recipes/digits_spos.yaml --overwrite
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache

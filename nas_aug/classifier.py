@@ -1,0 +1,51 @@
+"""A plain Lightning image classifier around any network (what recipes train)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ImageClassifier(pl.LightningModule):
+    """Cross-entropy training with AdamW and a cosine schedule; logs loss and top-1 accuracy.
+
+    >>> model = ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    >>> model(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, net: nn.Module, lr: float = 5e-3, weight_decay: float = 1e-4,
+                 label_smoothing: float = 0.0):
+        super().__init__()
+        self.net = net
+        self.lr, self.weight_decay, self.label_smoothing = lr, weight_decay, label_smoothing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self.log(f"{stage}_loss", loss, prog_bar=stage != "train")
+        self.log(f"{stage}_acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr,
+                                      weight_decay=self.weight_decay)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

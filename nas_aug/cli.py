@@ -1,0 +1,61 @@
+"""``nas-aug``: run recipes and list the search spaces."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .recipe import Recipe, run_recipe
+
+    recipe = Recipe.from_yaml(args.recipe, args.set)
+    out = Path(args.out) if args.out else Path("runs") / recipe.name
+    run_recipe(recipe, out, overwrite=args.overwrite)
+    print(f"export, report and results in {out}/")
+    return 0
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from .search_spaces import create_space, list_spaces
+    from .supernet import space_of
+
+    names = list_spaces(args.pattern)
+    if not names:
+        print(f"no space matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    for name in names:
+        space = space_of(create_space(name))
+        print(f"{name:24s} {len(space.labels):3d} labels  {len(space):.3g} samples")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas-aug", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a recipe end to end")
+    run.add_argument("recipe", help="path to a recipe YAML file")
+    run.add_argument("--out", help="output directory (default: runs/<recipe name>)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a result already in the output directory")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a recipe value, e.g. --set supernet.epochs=5")
+    run.set_defaults(func=_run)
+    spaces = commands.add_parser("spaces", help="list the registered search spaces")
+    spaces.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
+    spaces.set_defaults(func=_spaces)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"nas-aug: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

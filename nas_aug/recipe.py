@@ -1,0 +1,208 @@
+"""Recipes: a whole search as data (YAML), run end to end.
+
+supernet training + constrained search (``OneShotNAS``) → export → retraining of the winner,
+the largest and the smallest sub-network from scratch → a results table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import yaml
+from lightning.pytorch.loggers import CSVLogger
+
+from .classifier import ImageClassifier
+from .constraints import Budget
+from .data import DigitsDataModule
+from .export import Architecture, atomic_write, build_subnet, check_export_dir, load_architecture
+from .space.choice import closest_match
+
+DATASETS = {"digits": DigitsDataModule}
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SpaceConfig:
+    name: str = "mobilenet_tiny"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SupernetConfig:
+    epochs: int = 30
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    sampling: str = "uniform"
+    sandwich_random: int = 1
+
+
+@dataclass
+class SearchConfig:
+    budget: dict[str, Any] = field(default_factory=dict)
+    population_size: int = 16
+    generations: int = 8
+    mutation_prob: float = 0.1
+    calibration_batches: int = 8
+
+
+@dataclass
+class RetrainConfig:
+    epochs: int = 30
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class Recipe:
+    """A whole search as plain data; see ``recipes/*.yaml``.
+
+    >>> recipe = Recipe.from_dict({"name": "demo", "supernet": {"epochs": 2}})
+    >>> recipe.supernet.epochs, recipe.search.population_size
+    (2, 16)
+    """
+
+    name: str = "recipe"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        return _build(cls, data, "recipe")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> Recipe:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} must look like section.key=value")
+            *parents, leaf = key.split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+        return cls.from_dict(data)
+
+
+_SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, SearchConfig,
+                                        RetrainConfig)}
+_SCALARS = {"int": int, "float": (int, float), "str": str}
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ValueError(f"unknown key {where}.{key}{closest_match(key, fields)}; "
+                             f"valid keys are {list(fields)}")
+        kind = fields[key].type
+        if kind == "float" and isinstance(value, str):  # YAML reads 1e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if kind in _SECTIONS:
+            value = _build(_SECTIONS[kind], value, f"{where}.{key}")
+        elif kind in _SCALARS and (isinstance(value, bool)
+                                   or not isinstance(value, _SCALARS[kind])):
+            raise ValueError(f"{where}.{key}={value!r} must be of type {kind}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _trainer(out_dir: Path, name: str, epochs: int, callbacks=()) -> pl.Trainer:
+    return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks), accelerator="cpu",
+                      logger=CSVLogger(out_dir, name="logs", version=name),
+                      enable_checkpointing=False, enable_model_summary=False,
+                      deterministic=True, default_root_dir=out_dir)
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> list[dict]:
+    """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; returns the rows
+    of the results table."""
+    from .callbacks import OneShotNAS
+    from .search_spaces import create_space
+
+    out_dir = Path(out_dir)
+    check_export_dir(out_dir, overwrite)
+    if recipe.data.name not in DATASETS:
+        raise ValueError(f"unknown dataset {recipe.data.name!r}; choose one of {sorted(DATASETS)}")
+    start = time.perf_counter()
+    pl.seed_everything(recipe.seed, verbose=False)
+    datamodule = DATASETS[recipe.data.name](seed=recipe.seed, **recipe.data.kwargs)
+    supernet = create_space(recipe.space.name, **recipe.space.kwargs)
+    search = recipe.search
+    nas = OneShotNAS(budget=Budget(**search.budget) if search.budget else None,
+                     export_dir=out_dir, sampling=recipe.supernet.sampling,
+                     sandwich_random=recipe.supernet.sandwich_random,
+                     population_size=search.population_size, generations=search.generations,
+                     mutation_prob=search.mutation_prob,
+                     calibration_batches=search.calibration_batches, seed=recipe.seed,
+                     overwrite=overwrite)
+    model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
+    _trainer(out_dir, "supernet", recipe.supernet.epochs, [nas]).fit(model, datamodule)
+    search_seconds = time.perf_counter() - start
+
+    arch = load_architecture(out_dir)
+    space, table = nas.space, nas.cost_table
+    candidates = {"searched": arch.sample, "largest": space.largest(),
+                  "smallest": space.smallest()}
+    rows = [_row("searched, inherited weights", arch, table, arch.score,
+                 _test(build_subnet(arch), datamodule, out_dir, "inherited", recipe, epochs=0))]
+    for name, sample in candidates.items():
+        rebuilt = dataclasses.replace(arch, sample=sample)
+        pl.seed_everything(recipe.seed, verbose=False)
+        accuracy = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
+                         f"retrain_{name}", recipe, epochs=recipe.retrain.epochs)
+        rows.append(_row(f"{name}, retrained from scratch", rebuilt, table,
+                         arch.score if name == "searched" else None, accuracy))
+    table_md = render_results(rows, recipe, search_seconds, time.perf_counter() - start)
+    atomic_write(out_dir / "results.md", lambda p: p.write_text(table_md))
+    print(table_md)
+    return rows
+
+
+def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, epochs: int) -> float:
+    module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay)
+    trainer = _trainer(out_dir, name, epochs)
+    if epochs:
+        trainer.fit(module, datamodule)
+    (metrics,) = trainer.test(module, datamodule, verbose=False)
+    return float(metrics["test_acc"])
+
+
+def _row(name: str, arch: Architecture, table, heldout, test_acc: float) -> dict:
+    cost = table(arch.sample)
+    return {"model": name, "macs": cost.macs, "params": cost.params, "heldout": heldout,
+            "test": test_acc}
+
+
+def render_results(rows: list[dict], recipe: Recipe, search_s: float, total_s: float) -> str:
+    lines = [f"# Results: {recipe.name}", "",
+             "| model | MACs | params | held-out top-1 (supernet) | test top-1 |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        heldout = "-" if row["heldout"] is None else f"{row['heldout']:.4f}"
+        lines.append(f"| {row['model']} | {row['macs']:,} | {row['params']:,} | {heldout} "
+                     f"| {row['test']:.4f} |")
+    lines += ["", f"Supernet training + search: {search_s:.0f} s; whole run: {total_s:.0f} s.",
+              "MACs are multiply-adds for one input (fvcore's 'flops').", "",
+              "```yaml", yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False).strip(), "```"]
+    return "\n".join(lines) + "\n"

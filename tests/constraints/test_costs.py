@@ -1,0 +1,259 @@
+import random
+from collections import Counter
+
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+from nas_aug.search_spaces import create_space
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from nas_aug.constraints import (
+    Budget,
+    Cost,
+    CostTable,
+    FvcoreCounter,
+    TorchCounter,
+    count_params,
+    get_counter,
+)
+from nas_aug.space import ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice, ValueChoice
+from nas_aug.supernet import extract_subnet, space_of
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Budget ---------------------------------------------------------------------------------------
+
+def test_flops_is_another_name_for_macs():
+    assert Budget(flops=2e6) == Budget(macs=2_000_000)
+    assert Budget(flops=2e6).macs == 2_000_000
+    assert Budget(macs=5, flops=5.0).macs == 5
+    assert Budget(params=10).macs is None and Budget().params is None
+
+
+def test_different_macs_and_flops_is_an_error():
+    with pytest.raises(ValueError, match="macs=100 and flops=200"):
+        Budget(macs=100, flops=200)
+
+
+@pytest.mark.parametrize("kwargs, bad", [
+    ({"macs": 0}, "macs=0"),
+    ({"flops": -5}, "flops=-5"),
+    ({"params": -1.5}, "params=-1.5"),
+    ({"params": "1M"}, "params='1M'"),
+    ({"macs": True}, "macs=True"),
+])
+def test_non_positive_or_non_numeric_budget_is_an_error(kwargs, bad):
+    with pytest.raises(ValueError, match="must be a finite number >= 1") as err:
+        Budget(**kwargs)
+    assert bad in str(err.value)
+
+
+def test_budget_allows():
+    budget = Budget(macs=1000, params=50)
+    assert budget.allows(Cost(macs=1000, params=50))
+    assert budget.allows(Cost(macs=1, params=1))
+    assert not budget.allows(Cost(macs=1001, params=50))
+    assert not budget.allows(Cost(macs=1000, params=51))
+    assert Budget().allows(Cost(macs=10**12, params=10**9))
+    assert Budget(params=10).allows(Cost(macs=10**12, params=10))
+    assert not Budget(macs=10).allows(Cost(macs=11, params=0))
+
+
+def test_get_counter():
+    assert isinstance(get_counter("fvcore"), FvcoreCounter)
+    assert isinstance(get_counter("torch"), TorchCounter)
+    with pytest.raises(ValueError, match=r"'ptflops'.*\['fvcore', 'torch'\]"):
+        get_counter("ptflops")
+
+
+# the cost table against fvcore on the extracted sub-network ----------------------------------
+
+def full_count(net: nn.Module, sample, input_shape) -> Cost:
+    example = torch.zeros(1, *input_shape)
+    subnet = extract_subnet(net, sample, example)
+    return Cost(FvcoreCounter()(subnet, example), count_params(subnet))
+
+
+@pytest.fixture(scope="module")
+def tiny8():
+    torch.manual_seed(0)
+    net = create_space("mobilenet_tiny", num_classes=10, in_chans=1, img_size=8)
+    return net, CostTable.build(net, (1, 8, 8))
+
+
+def test_table_equals_fvcore_on_random_subnets_8px(tiny8):
+    net, table = tiny8
+    space = space_of(net)
+    assert table.space.labels == space.labels
+    assert table.counter_name == "fvcore" and table.input_shape == (1, 8, 8)
+    rng = random.Random(0)
+    samples = [space.smallest(), space.largest()] + [space.random(rng) for _ in range(28)]
+    costs = []
+    for sample in samples:
+        expected = full_count(net, sample, (1, 8, 8))
+        assert table(sample) == expected, sample
+        costs.append(expected)
+    assert len({c.macs for c in costs}) > 20  # the samples really differ
+
+
+def test_table_equals_fvcore_on_random_subnets_32px_rgb():
+    torch.manual_seed(0)
+    net = create_space("mobilenet_tiny", num_classes=10, in_chans=3, img_size=32)
+    table = CostTable.build(net, (3, 32, 32))
+    space = space_of(net)
+    rng = random.Random(1)
+    for sample in [space.random(rng) for _ in range(6)]:
+        assert table(sample) == full_count(net, sample, (3, 32, 32)), sample
+    # a larger image costs more MACs for the same parameters
+    sample = space.largest()
+    small = full_count(net, sample, (3, 8, 8))
+    assert table(sample).macs > small.macs and table(sample).params == small.params
+
+
+def test_smallest_and_largest_bound_random_costs(tiny8):
+    net, table = tiny8
+    space = table.space
+    rng = random.Random(7)
+    low, high = table(space.smallest()), table(space.largest())
+    for sample in (space.random(rng) for _ in range(200)):
+        cost = table(sample)
+        assert low.macs <= cost.macs <= high.macs
+        assert low.params <= cost.params <= high.params
+    assert low.macs < high.macs and low.params < high.params
+
+
+def no_count(inputs, outputs) -> Counter:
+    return Counter()
+
+
+def conv_linear_only(model: nn.Module, example: torch.Tensor) -> FlopCountAnalysis:
+    """fvcore restricted to conv and linear: every other operator it reports is disabled.
+
+    (``set_op_handle(name, None)`` does not disable an operator that has a default handle in
+    the installed fvcore: it only adds the name to the ignored set, and the default handle
+    still counts. A handle that counts nothing does disable it.)
+    """
+    reported = FlopCountAnalysis(model, example).unsupported_ops_warnings(False).by_operator()
+    analysis = FlopCountAnalysis(model, example).unsupported_ops_warnings(False)
+    for op in set(reported) - {"conv", "linear"}:
+        analysis.set_op_handle(f"aten::{op}", no_count)
+    return analysis
+
+
+def test_counters_agree_on_conv_and_linear(tiny8):
+    net, _ = tiny8
+    space = space_of(net)
+    rng = random.Random(3)
+    example = torch.zeros(1, 1, 8, 8)
+    for sample in [space.largest()] + [space.random(rng) for _ in range(2)]:
+        subnet = extract_subnet(net, sample, example).eval()
+        full = FlopCountAnalysis(subnet, example).unsupported_ops_warnings(False)
+        assert set(full.by_operator()) == {"conv", "batch_norm", "linear", "adaptive_avg_pool2d"}
+        restricted = conv_linear_only(subnet, example)
+        assert set(restricted.by_operator()) == {"conv", "linear"}
+        with torch.no_grad(), FlopCounterMode(display=False) as mode:
+            subnet(example)
+        assert 2 * restricted.total() == mode.get_total_flops()
+        assert TorchCounter()(subnet, example) == restricted.total()
+        # fvcore's full count adds batch norm and pooling on top
+        assert FvcoreCounter()(subnet, example) == full.total() > restricted.total()
+
+
+def test_counters_leave_the_module_mode_alone():
+    fc = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)).train()
+    assert TorchCounter()(fc, torch.zeros(1, 8)) == 32
+    assert FvcoreCounter()(fc, torch.zeros(1, 8)) > 32  # + batch norm, which runs in eval
+    assert fc.training and fc[1].num_batches_tracked.item() == 0
+
+
+# where a table cannot be built -----------------------------------------------------------------
+
+class MatmulOutside(nn.Module):
+    """Two elastic layers whose outputs meet in a matmul in this module's own forward: the
+    matmul's cost depends on both widths (81 combinations, more than one unit may hold)."""
+
+    def __init__(self):
+        super().__init__()
+        widths = list(range(8, 17))
+        self.left = ElasticLinear(4, 16, out_features_choice=ValueChoice("left", widths))
+        self.right = ElasticLinear(4, 16, out_features_choice=ValueChoice("right", widths))
+
+    def forward(self, x):
+        return torch.matmul(self.left(x).T, self.right(x))
+
+
+def test_cost_outside_the_units_is_detected():
+    with pytest.raises(RuntimeError) as err:
+        CostTable.build(MatmulOutside(), (4,))
+    message = str(err.value)
+    assert "outside the tabulated modules" in message
+    assert "counting the whole sub-network" in message
+    # with room for every combination the parent is one unit, and the table is exact
+    table = CostTable.build(MatmulOutside(), (4,), max_combinations=81)
+    # two linears on a batch of one, then (9 x 1) @ (1 x 12)
+    assert table({"left": 9, "right": 12}) == Cost(macs=4 * 9 + 4 * 12 + 9 * 12,
+                                                    params=(4 + 1) * 9 + (4 + 1) * 12)
+
+
+def test_leaf_with_a_varying_input_shape_is_reported():
+    widths = list(range(8, 17))
+    model = nn.Sequential(
+        ElasticLinear(4, 16, out_features_choice=ValueChoice("a", widths)),
+        ElasticLinear(16, 16, out_features_choice=ValueChoice("b", widths)),
+    )
+    with pytest.raises(RuntimeError) as err:
+        CostTable.build(model, (4,))
+    message = str(err.value)
+    assert "cannot tabulate the cost of 1 (ElasticLinear)" in message
+    assert "input shape varies" in message
+    assert "(1, 8)" in message and "(1, 16)" in message
+
+
+def test_table_for_a_custom_model_is_exact_per_layer():
+    net = nn.Sequential(
+        ElasticConv2d(2, 8, ValueChoice("k", [1, 3]), out_channels_choice=ValueChoice("w", [4, 8])),
+        nn.ReLU(),
+    )
+    table = CostTable.build(net, (2, 5, 5), counter=TorchCounter())
+    assert table.counter_name == "torch"
+    for k in (1, 3):
+        for w in (4, 8):
+            assert table({"k": k, "w": w}) == Cost(macs=2 * w * k * k * 25, params=2 * w * k * k)
+
+
+def test_table_gates_units_by_depth_and_layer_choice():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        ElasticDepth("depth", [nn.Conv2d(4, 4, 3, padding=1),
+                               ElasticConv2d(4, 4, ValueChoice("k", [1, 3])),
+                               nn.Conv2d(4, 4, 1)]),
+        LayerChoice("op", {"conv": nn.Conv2d(4, 4, 3, padding=1), "skip": nn.Identity()}),
+    )
+    # max_combinations=2 forces one unit per block and per candidate, gated by its choice
+    table = CostTable.build(net, (1, 6, 6), max_combinations=2)
+    gates = {unit.name: unit.gates for unit in table.units}
+    assert gates["1.blocks.2"] == (("depth", ">=", 3),)
+    assert gates["2.conv"] == (("op", "==", "conv"),)
+    space = table.space
+    assert len(space) == 12
+    for depth in (1, 2, 3):
+        for k in (1, 3):
+            for op in ("conv", "skip"):
+                sample = {"depth": depth, "k": k, "op": op}
+                assert table(sample) == full_count(net, sample, (1, 6, 6)), sample
+    # k only matters once the second block runs; "skip" costs nothing
+    assert table({"depth": 1, "k": 1, "op": "skip"}) == table({"depth": 1, "k": 3, "op": "skip"})
+    assert table({"depth": 2, "k": 1, "op": "skip"}) != table({"depth": 2, "k": 3, "op": "skip"})
+    conv_op = Cost(macs=4 * 4 * 9 * 36, params=4 * 4 * 9 + 4)
+    with_conv = table({"depth": 3, "k": 3, "op": "conv"})
+    without = table({"depth": 3, "k": 3, "op": "skip"})
+    assert Cost(with_conv.macs - without.macs, with_conv.params - without.params) == conv_op

@@ -1,0 +1,230 @@
+import json
+import random
+
+import pytest
+import torch
+from nas_aug.search_spaces import create_space
+from safetensors.torch import load_file
+from torch import nn
+
+from nas_aug import build_subnet, load_architecture
+from nas_aug.constraints import CostTable
+from nas_aug.export import (
+    ARCHITECTURE_FILE,
+    FORMAT,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    atomic_write,
+    check_export_dir,
+    export_architecture,
+)
+from nas_aug.supernet import activate, choice_modules, space_of
+
+KWARGS = {"num_classes": 10, "in_chans": 1, "img_size": 8, "expand_ratios": [3, 6],
+          "kernel_sizes": [3, 5]}
+INPUT_SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def calibrated_supernet() -> nn.Module:
+    """A supernet whose batch-norm statistics come from data, so that its outputs depend on the
+    sample (at initialisation activations vanish and every sample outputs about the bias)."""
+    torch.manual_seed(0)
+    net = create_space("mobilenet_tiny", **KWARGS)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = 1.0
+    with torch.no_grad():
+        net.train()(torch.randn(16, *INPUT_SHAPE))
+    for norm in norms:
+        norm.momentum = 0.1
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    return calibrated_supernet()
+
+
+@pytest.fixture(scope="module")
+def table(supernet):
+    return CostTable.build(supernet, INPUT_SHAPE)
+
+
+@pytest.fixture
+def sample(supernet):
+    return space_of(supernet).random(random.Random(4))
+
+
+@pytest.fixture
+def exported(tmp_path, supernet, table, sample):
+    directory = tmp_path / "run" / "export"
+    top = [{"score": 0.9, "macs": 1000, "params": 10, "sample": sample}]
+    arch = export_architecture(directory, supernet, sample, INPUT_SHAPE, table(sample),
+                               score=0.875, budget={"macs": 2_000_000}, top=top)
+    return directory, arch
+
+
+def test_export_writes_the_three_files(exported, sample, table):
+    directory, arch = exported
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [ARCHITECTURE_FILE, WEIGHTS_FILE, REPORT_FILE])
+    data = json.loads((directory / ARCHITECTURE_FILE).read_text())
+    assert data["format"] == FORMAT
+    assert data["space"] == "mobilenet_tiny"
+    assert data["space_kwargs"] == KWARGS
+    assert data["sample"] == sample
+    assert data["input_shape"] == list(INPUT_SHAPE)
+    cost = table(sample)
+    assert (data["macs"], data["params"]) == (cost.macs, cost.params)
+    assert data["score"] == 0.875
+    assert data["budget"] == {"macs": 2_000_000}
+    assert data["weights"] == WEIGHTS_FILE
+    assert "directory" not in data
+    assert arch.directory == directory and arch.sample == sample
+    report = (directory / REPORT_FILE).read_text()
+    assert "mobilenet_tiny" in report and f"{cost.macs:,}" in report and "0.8750" in report
+    assert "| stage0.depth |" in report and "## Best candidates" in report
+
+
+def test_custom_report_text_is_written(tmp_path, supernet, table, sample):
+    export_architecture(tmp_path, supernet, sample, INPUT_SHAPE, table(sample), score=None,
+                        report="# mine\n")
+    assert (tmp_path / REPORT_FILE).read_text() == "# mine\n"
+    assert json.loads((tmp_path / ARCHITECTURE_FILE).read_text())["score"] is None
+
+
+def test_weights_are_safetensors_not_pickle(exported, supernet, sample):
+    directory, _ = exported
+    raw = (directory / WEIGHTS_FILE).read_bytes()
+    assert not raw.startswith(b"\x80") and not raw.startswith(b"PK")  # pickle / torch zip
+    state = load_file(str(directory / WEIGHTS_FILE))
+    subnet = build_subnet(load_architecture(directory), weights=False)
+    assert state.keys() == subnet.state_dict().keys()
+    assert all(v.shape == subnet.state_dict()[k].shape for k, v in state.items())
+
+
+@pytest.mark.parametrize("where", ["dir", "file"])
+def test_rebuilt_subnet_equals_the_supernet(exported, supernet, sample, where):
+    directory, arch = exported
+    loaded = load_architecture(directory if where == "dir" else directory / ARCHITECTURE_FILE)
+    assert loaded == arch
+    assert loaded.directory == directory
+    subnet = build_subnet(loaded).eval()
+    assert choice_modules(subnet) == []
+    x = torch.randn(4, *INPUT_SHAPE)
+    activate(supernet, sample)
+    with torch.no_grad():
+        expected = supernet(x)
+        assert torch.allclose(subnet(x), expected, rtol=1e-4, atol=1e-5)
+        # the check means something: another sample gives another output
+        activate(supernet, space_of(supernet).smallest())
+        assert not torch.allclose(supernet(x), expected, atol=1e-3)
+
+
+def test_rebuilt_without_weights_has_the_structure_only(exported):
+    directory, _ = exported
+    arch = load_architecture(directory)
+    trained, fresh = build_subnet(arch), build_subnet(arch, weights=False)
+    assert choice_modules(fresh) == []
+    assert [(n, type(m)) for n, m in fresh.named_modules()] == [
+        (n, type(m)) for n, m in trained.named_modules()]
+    shapes = {k: v.shape for k, v in trained.state_dict().items()}
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == shapes
+    conv = "stem.conv.weight"
+    assert not torch.equal(fresh.state_dict()[conv], trained.state_dict()[conv])
+    assert torch.equal(trained.state_dict()[conv], load_file(str(directory / WEIGHTS_FILE))[conv])
+
+
+def test_check_export_dir(tmp_path):
+    check_export_dir(tmp_path / "missing")  # nothing there yet
+    check_export_dir(tmp_path)
+    (tmp_path / ARCHITECTURE_FILE).write_text("{}")
+    with pytest.raises(FileExistsError) as err:
+        check_export_dir(tmp_path)
+    assert repr(str(tmp_path)) in str(err.value)
+    assert "overwrite=True" in str(err.value)
+    check_export_dir(tmp_path, overwrite=True)
+
+
+def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write(target, lambda p: p.write_text("one"))
+    atomic_write(target, lambda p: p.write_text("two"))
+    assert target.read_text() == "two"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+
+    def failing(path):
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_load_architecture_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=ARCHITECTURE_FILE):
+        load_architecture(tmp_path)
+
+
+@pytest.mark.parametrize("content", [
+    {"space": "mobilenet_tiny", "sample": {}},
+    {"format": "other/1", "space": "x"},
+    [1, 2, 3],
+    "just text",
+])
+def test_load_architecture_rejects_other_json(tmp_path, content):
+    path = tmp_path / ARCHITECTURE_FILE
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=FORMAT):
+        load_architecture(path)
+
+
+def test_load_architecture_rejects_an_incomplete_file(tmp_path):
+    path = tmp_path / ARCHITECTURE_FILE
+    path.write_text(json.dumps({"format": FORMAT, "space": "mobilenet_tiny"}))
+    with pytest.raises(ValueError, match="sample"):
+        load_architecture(path)
+
+
+def edit_sample(directory, edit) -> None:
+    path = directory / ARCHITECTURE_FILE
+    data = json.loads(path.read_text())
+    edit(data["sample"])
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.update({"stage0.dpth": 1}), r"unknown label 'stage0.dpth'.*did you mean"),
+    (lambda s: s.update({"stage0.block0.kernel": 7}),
+     r"stage0.block0.kernel=7 is not one of \[3, 5\]"),
+    (lambda s: s.pop("head.width"), r"missing labels \['head.width'\]"),
+])
+def test_bad_sample_in_the_file_is_named(exported, edit, message):
+    directory, _ = exported
+    edit_sample(directory, edit)
+    with pytest.raises(ValueError, match=message):
+        build_subnet(load_architecture(directory))
+
+
+def test_build_subnet_needs_a_named_space(tmp_path, sample, table):
+    net = create_space("mobilenet_tiny", **KWARGS)
+    del net.space_name
+    arch = export_architecture(tmp_path, net, sample, INPUT_SHAPE, table(sample), score=None)
+    assert arch.space is None
+    with pytest.raises(ValueError, match="names no registered space"):
+        build_subnet(load_architecture(tmp_path))
