@@ -186,7 +186,9 @@ class OneShotNAS(Callback):
                               self.target_key)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        heldout = self.heldout if self.heldout is not None else self._val_source(trainer).dataloader()
+        heldout = self.heldout
+        if heldout is None:
+            heldout = self._val_source(trainer).dataloader()
         if isinstance(heldout, (list, tuple)):
             heldout = heldout[0]
         with torch.random.fork_rng(devices=[]):

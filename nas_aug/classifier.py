@@ -11,15 +11,18 @@ from torch import nn
 class ImageClassifier(pl.LightningModule):
     """Cross-entropy training with AdamW and a cosine schedule; logs loss and top-1 accuracy.
 
+    ``channels_last`` stores the network's conv weights channels-last, which runs the small
+    convolutions of these spaces about 2.5x faster on CPU (see ``benchmarks/``).
+
     >>> model = ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
     >>> model(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 10])
     """
 
     def __init__(self, net: nn.Module, lr: float = 5e-3, weight_decay: float = 1e-4,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, channels_last: bool = True):
         super().__init__()
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.lr, self.weight_decay, self.label_smoothing = lr, weight_decay, label_smoothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

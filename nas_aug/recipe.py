@@ -6,6 +6,7 @@ the largest and the smallest sub-network from scratch → a results table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -114,10 +115,8 @@ def _build(cls, data: Any, where: str):
                              f"valid keys are {list(fields)}")
         kind = fields[key].type
         if kind == "float" and isinstance(value, str):  # YAML reads 1e-4 as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if kind in _SECTIONS:
             value = _build(_SECTIONS[kind], value, f"{where}.{key}")
         elif kind in _SCALARS and (isinstance(value, bool)

@@ -47,7 +47,8 @@ def create_space(name: str, **kwargs) -> nn.Module:
     try:
         json.dumps(kwargs)
     except TypeError as err:
-        raise ValueError(f"space arguments must be JSON data (they go into the export): {err}")
+        raise ValueError(
+            f"space arguments must be JSON data (they go into the export): {err}") from None
     model = builder(**kwargs)
     model.space_name = name
     model.space_kwargs = dict(kwargs)

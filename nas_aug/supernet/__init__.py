@@ -9,4 +9,5 @@ from .core import (
     space_of,
 )
 
-__all__ = ["activate", "choice_modules", "device_of", "extract_subnet", "record_input_shapes", "space_of"]
+__all__ = ["activate", "choice_modules", "device_of", "extract_subnet", "record_input_shapes",
+           "space_of"]

@@ -1,0 +1,209 @@
+"""OneShotNAS inside an ordinary fit of a LightningModule written the way Lightning's docs do."""
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from nas_aug.callbacks import OneShotNAS
+from nas_aug.search_spaces import create_space
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nas_aug import Budget, build_subnet, load_architecture
+from nas_aug.constraints import CostTable, FvcoreCounter
+from nas_aug.data import DigitsDataModule
+from nas_aug.supernet import choice_modules
+
+SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kernel_sizes=(3, 5))
+SEARCH = dict(population_size=4, generations=2, calibration_batches=2, progress=False)
+
+
+class LitClassifier(pl.LightningModule):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.backbone(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def make_trainer(callbacks, **overrides):
+    kwargs = dict(max_epochs=1, limit_train_batches=4, limit_val_batches=2, logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False)
+    return pl.Trainer(callbacks=callbacks, **{**kwargs, **overrides})
+
+
+@pytest.fixture(scope="module")
+def costs():
+    return CostTable.build(create_space("mobilenet_tiny", **SPACE), (1, 8, 8))
+
+
+def midway_budget(costs):
+    smallest = costs(costs.space.smallest()).macs
+    return Budget(macs=(smallest + costs(costs.space.largest()).macs) // 2)
+
+
+def test_drop_in_fit_searches_within_budget_and_exports(tmp_path, costs):
+    pl.seed_everything(0)
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    budget = midway_budget(costs)
+    nas = OneShotNAS(budget=budget, export_dir=tmp_path / "out", **SEARCH)
+    trainer = make_trainer([nas])
+    trainer.fit(model, datamodule=DigitsDataModule())
+
+    assert nas.result["macs"] <= budget.macs
+    assert all(c["macs"] <= budget.macs for c in nas.result["top"])
+    # the user's optimizer holds exactly the module's parameters, nothing of the search
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in model.parameters()}
+
+    arch = load_architecture(tmp_path / "out")
+    assert arch.sample == nas.result["sample"] and arch.macs == nas.result["macs"]
+    subnet = build_subnet(arch).eval()
+    assert choice_modules(subnet) == []
+    assert FvcoreCounter()(subnet, torch.zeros(1, 1, 8, 8)) == arch.macs
+    x = torch.rand(16, 1, 8, 8)
+    model.eval()  # the fit leaves the winner active, with its recalibrated statistics
+    torch.testing.assert_close(subnet(x), model(x))
+
+
+class PathRecorder(pl.Callback):
+    """Counts supernet forward passes per training step and records the active depth."""
+
+    def __init__(self):
+        self.forwards, self.depths, self.in_step = [], [], False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.forwards.append(0)
+        self.depths.append(tuple(stage.depth for stage in pl_module.backbone.stages))
+        self.in_step = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.in_step = False
+
+    def setup(self, trainer, pl_module, stage):
+        def count(module, args):
+            if self.in_step:
+                self.forwards[-1] += 1
+        pl_module.backbone.register_forward_pre_hook(count)
+
+
+@pytest.mark.parametrize("sampling, per_step", [("uniform", 1), ("sandwich", 3)])
+def test_each_step_trains_sampled_paths(sampling, per_step):
+    pl.seed_everything(0)
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    recorder = PathRecorder()
+    nas = OneShotNAS(sampling=sampling, **SEARCH)
+    make_trainer([nas, recorder], max_epochs=2).fit(model, datamodule=DigitsDataModule())
+    assert recorder.forwards == [per_step] * 8
+    if sampling == "uniform":
+        assert len(set(recorder.depths)) > 1
+    else:  # the user's own step runs the largest path; smallest and random follow
+        assert set(recorder.depths) == {(2, 3, 3, 3)}
+
+
+def test_resumed_fit_finds_the_same_architecture(tmp_path):
+    def fit(max_epochs, ckpt_path=None, checkpoint=None):
+        pl.seed_everything(0)
+        model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+        nas = OneShotNAS(**SEARCH)
+        callbacks = [nas] + ([checkpoint] if checkpoint else [])
+        trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=4, limit_val_batches=2,
+                             callbacks=callbacks, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=bool(checkpoint),
+                             default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=DigitsDataModule(), ckpt_path=ckpt_path)
+        return nas.result, model
+
+    uninterrupted, model_a = fit(max_epochs=2)
+    fit(max_epochs=1, checkpoint=ModelCheckpoint(dirpath=tmp_path, filename="epoch1"))
+    resumed, model_b = fit(max_epochs=2, ckpt_path=tmp_path / "epoch1.ckpt")
+    assert resumed == uninterrupted
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_state_dict_round_trip_continues_path_sampling():
+    first, second = OneShotNAS(seed=3), OneShotNAS(seed=99)
+    first.rng.random()
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert [second.rng.random() for _ in range(5)] == [first.rng.random() for _ in range(5)]
+
+
+def test_two_instances_have_distinct_state_keys(tmp_path):
+    assert OneShotNAS(export_dir=tmp_path / "a").state_key != OneShotNAS(
+        export_dir=tmp_path / "b").state_key
+
+
+def test_module_without_choice_modules_is_rejected():
+    model = LitClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    with pytest.raises(ValueError, match="no choice modules in LitClassifier"):
+        make_trainer([OneShotNAS(**SEARCH)]).fit(model, datamodule=DigitsDataModule())
+
+
+def test_budget_below_the_smallest_subnet_fails_before_training(costs):
+    smallest = costs(costs.space.smallest())
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    trainer = make_trainer([OneShotNAS(budget=Budget(macs=1000), **SEARCH)])
+    with pytest.raises(ValueError, match="below the smallest sub-network") as err:
+        trainer.fit(model, datamodule=DigitsDataModule())
+    assert f"{smallest.macs / 1e6:.3f}M MACs" in str(err.value)
+    assert trainer.global_step == 0
+
+
+def test_export_dir_holding_a_result_is_refused_before_training(tmp_path):
+    (tmp_path / "architecture.json").write_text('{"keep": "me"}')
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    trainer = make_trainer([OneShotNAS(export_dir=tmp_path, **SEARCH)])
+    with pytest.raises(FileExistsError, match="already holds a result"):
+        trainer.fit(model, datamodule=DigitsDataModule())
+    assert trainer.global_step == 0
+    assert (tmp_path / "architecture.json").read_text() == '{"keep": "me"}'
+
+
+def test_fit_without_heldout_data_is_rejected():
+    digits = DigitsDataModule()
+    digits.setup()
+    images, labels = next(iter(digits.train_dataloader()))
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    with pytest.raises(ValueError, match="held-out data"):
+        make_trainer([OneShotNAS(**SEARCH)]).fit(model, train_dataloaders=loader)
+
+
+def test_heldout_loader_can_be_given_directly(tmp_path):
+    digits = DigitsDataModule()
+    digits.setup()
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    nas = OneShotNAS(heldout=digits.test_dataloader(), **SEARCH)
+    make_trainer([nas], limit_val_batches=0).fit(model, train_dataloaders=digits.train_dataloader())
+    assert 0.0 <= nas.result["score"] <= 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sampling="random"), "unknown sampling 'random'; choose one of"),
+    (dict(budget=1_000_000), "budget must be a nas_aug.Budget"),
+    (dict(calibration_batches=0), "calibration_batches=0"),
+    (dict(population_size=1), "population_size"),
+    (dict(counter="flops"), "unknown MAC counter 'flops'"),
+])
+def test_bad_arguments_are_rejected_up_front(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OneShotNAS(**kwargs)

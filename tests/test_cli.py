@@ -1,0 +1,66 @@
+"""The ``nas-aug`` command line: spaces listing and a whole recipe, shrunk to seconds."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas_aug.cli import main
+from nas_aug.recipe import Recipe
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "digits_spos.yaml"
+TINY = ["supernet.epochs=1", "retrain.epochs=1", "search.population_size=4",
+        "search.generations=2", "search.calibration_batches=2",
+        "space.kwargs={num_classes: 10, in_chans: 1, img_size: 8, expand_ratios: [3, 6], "
+        "kernel_sizes: [3]}"]
+
+
+def overrides(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def test_console_script_lists_spaces():
+    exe = Path(sys.executable).with_name("nas-aug")  # installed beside the interpreter
+    assert exe.exists(), "the nas-aug entry point is not installed"
+    out = subprocess.run([str(exe), "spaces"], capture_output=True, text=True, check=True).stdout
+    assert "mobilenet_tiny" in out and "labels" in out
+
+
+def test_every_shipped_recipe_parses():
+    for path in (Path(__file__).parents[1] / "recipes").glob("*.yaml"):
+        assert Recipe.from_yaml(path).name == path.stem
+
+
+def test_run_recipe_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(RECIPE), "--out", str(out), *overrides(TINY)]) == 0
+    arch = json.loads((out / "architecture.json").read_text())
+    assert arch["macs"] <= 600_000
+    results = (out / "results.md").read_text()
+    for row in ("searched, inherited weights", "searched, retrained from scratch",
+                "largest, retrained from scratch", "smallest, retrained from scratch"):
+        assert f"| {row} |" in results
+    assert (out / "subnet.safetensors").exists() and (out / "report.md").exists()
+    assert "| searched, inherited weights |" in capsys.readouterr().out
+
+    # a second run into the same directory is refused, and the result is kept
+    assert main(["run", str(RECIPE), "--out", str(out), *overrides(TINY)]) == 2
+    assert "already holds a result" in capsys.readouterr().err
+    assert json.loads((out / "architecture.json").read_text()) == arch
+
+
+@pytest.mark.parametrize("item, message", [
+    ("supernet.epoch=3", "unknown key recipe.supernet.epoch (did you mean 'epochs'?)"),
+    ("supernet.epochs=ten", "recipe.supernet.epochs='ten' must be of type int"),
+    ("data.name=cifar", "unknown dataset 'cifar'"),
+    ("space.name=resnet", "unknown space 'resnet'"),
+    ("supernet.sampling=greedy", "unknown sampling 'greedy'"),
+    ("search.budget={macs: 10}", "below the smallest sub-network"),
+])
+def test_bad_recipe_values_are_reported(tmp_path, capsys, item, message):
+    code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"),
+                 *overrides(TINY + [item])])
+    assert code == 2
+    assert message in capsys.readouterr().err
