@@ -128,7 +128,7 @@ def main() -> None:
                         default=Path(__file__).resolve().parent / "results" / "costs.md")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    n_samples, repeats, warmup = (5, 3, 1) if args.quick else (50, 15, 2)
+    n_samples, repeats, warmup = (5, 3, 1) if args.quick else (50, 20, 3)
     warnings.filterwarnings("ignore", message=".*torch.jit.*is deprecated.*")
     torch.set_num_threads(THREADS)
     torch.manual_seed(args.seed)
@@ -185,8 +185,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *cost_rows,
         "",
-        "TorchCounter counts matmul-like ops only (no batch norm, pooling, element-wise), "
-        "so its MACs are a share of fvcore's: " + "; ".join(notes) + ".",
+        "TorchCounter counts convolutions and matmuls only; fvcore also counts batch norm and "
+        "pooling. Torch's MACs as a share of fvcore's, over these samples: "
+        + "; ".join(notes) + ".",
         "",
         f"## 2. Supernet training step on CPU (batch {BATCH}, median ms over {repeats} steps "
         f"after {warmup} warm-up, formats interleaved)",

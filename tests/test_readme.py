@@ -1,0 +1,23 @@
+"""The README's Python example runs as written (shrunk to a few steps)."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+SHRINK = {  # README text -> the same call with fewer steps
+    "max_epochs=3": "max_epochs=1, limit_train_batches=2, enable_progress_bar=False",
+    "overwrite=True)": "overwrite=True, population_size=4, generations=2, progress=False)",
+}
+
+
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    (code,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    for text, shrunk in SHRINK.items():
+        assert code.count(text) == 1, f"the README example no longer contains {text!r}"
+        code = code.replace(text, shrunk)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert (tmp_path / "out" / "architecture.json").exists()
+    assert namespace["arch"].macs <= 600_000
+    assert "['mobilenet_tiny']" in capsys.readouterr().out
