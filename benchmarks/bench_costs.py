@@ -24,10 +24,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from nas_aug.search_spaces import create_space
 from torch import nn
 
 from nas_aug.constraints import Cost, CostTable, FvcoreCounter, TorchCounter, count_params
+from nas_aug.search_spaces import create_space
 from nas_aug.supernet import activate, extract_subnet
 
 THREADS = 2

@@ -20,7 +20,7 @@ from ..space import Sample, Space
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
 from ..strategies.evolution import EvolutionSearch
 from ..strategies.sampling import SAMPLINGS, SandwichSampling, UniformSampling
-from ..supernet import activate, space_of
+from ..supernet import activate, canonical_sample, space_of
 
 
 def find_supernet(pl_module: nn.Module) -> nn.Module:
@@ -205,7 +205,8 @@ class OneShotNAS(Callback):
             return top1_accuracy(pl_module, self._batches(heldout, trainer))
 
         feasible = None if self.budget is None else (lambda s: self.budget.allows(table(s)))
-        search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs)
+        search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs,
+                                 canonical=lambda s: canonical_sample(supernet, s, self.space))
         sample, score = search.run(evaluate, progress=self.progress and trainer.is_global_zero)
         evaluate(sample)  # leave the winner active, with its own batch-norm statistics
         pl_module.train(was_training)

@@ -4,11 +4,11 @@ import doctest
 import importlib
 import pkgutil
 
-import nas_aug.callbacks
-import nas_aug.search_spaces
 import pytest
 
 import nas_aug
+import nas_aug.callbacks
+import nas_aug.search_spaces
 
 # callbacks/ and search_spaces/ live outside nas_aug/ on disk, so they are walked on their own
 PACKAGES = (nas_aug, nas_aug.callbacks, nas_aug.search_spaces)

@@ -3,7 +3,6 @@ import random
 
 import pytest
 import torch
-from nas_aug.search_spaces import create_space
 from safetensors.torch import load_file
 from torch import nn
 
@@ -18,6 +17,7 @@ from nas_aug.export import (
     check_export_dir,
     export_architecture,
 )
+from nas_aug.search_spaces import create_space
 from nas_aug.supernet import activate, choice_modules, space_of
 
 KWARGS = {"num_classes": 10, "in_chans": 1, "img_size": 8, "expand_ratios": [3, 6],

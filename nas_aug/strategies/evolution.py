@@ -26,8 +26,11 @@ class EvolutionSearch:
 
     Generation 0 is ``population_size`` distinct feasible random samples. Each later generation
     takes the ``parents`` best samples evaluated so far and makes half its children by mutation
-    and half by crossover. Only samples that pass ``constraint`` and were never handed out before
-    are asked; the search ends early when a generation gets no new child. Higher scores are better.
+    and half by crossover; random samples fill any shortfall. Only samples that pass
+    ``constraint`` and were never handed out before are asked; the search ends early when a
+    generation gets no new child. Higher scores are better. ``canonical`` maps each new sample
+    to a representative of its architecture (see ``nas_aug.supernet.canonical_sample``), so
+    samples that differ only in labels without effect count as one.
 
     ``ask()`` hands out the current generation one sample at a time; the next generation is made
     once every sample of the current one has been told. ``ask()`` returns ``None`` when the search
@@ -46,7 +49,8 @@ class EvolutionSearch:
 
     def __init__(self, space: Space, population_size: int = 16, generations: int = 8,
                  parents: int | None = None, mutation_prob: float = 0.1, constraint:
-                 Callable[[Sample], bool] | None = None, seed: int = 0, max_tries: int = 1000):
+                 Callable[[Sample], bool] | None = None, seed: int = 0, max_tries: int = 1000,
+                 canonical: Callable[[Sample], Sample] | None = None):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a nas_aug Space, got {type(space).__name__}")
         _check_int("population_size", population_size, 2)
@@ -63,6 +67,7 @@ class EvolutionSearch:
         self.space = space
         self.population_size, self.generations, self.parents = population_size, generations, parents
         self.mutation_prob, self.constraint, self.max_tries = mutation_prob, constraint, max_tries
+        self.canonical = canonical
         self._candidates = [space.candidates(label) for label in space.labels]
         self._rng = random.Random(seed)
         self._generation = -1  # index of the generation being handed out
@@ -161,6 +166,9 @@ class EvolutionSearch:
                 self._rng.choice(parents), self.mutation_prob, self._rng), seen)
             children += self._breed(self.population_size - n_mutants, lambda: self.space.crossover(
                 *self._rng.sample(parents, 2), self._rng), seen)
+            # as in SPOS: random samples fill what mutation and crossover could not
+            children += self._breed(self.population_size - len(children),
+                                    lambda: self.space.random(self._rng), seen)
         if not children:
             self._finished = True
             return
@@ -173,6 +181,8 @@ class EvolutionSearch:
         while len(children) < count:
             for _ in range(self.max_tries):
                 child = make()
+                if self.canonical is not None:
+                    child = self.canonical(child)
                 key = sample_key(child)
                 if key not in seen and (self.constraint is None or self.constraint(dict(child))):
                     seen.add(key)

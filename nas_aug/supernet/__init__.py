@@ -2,6 +2,7 @@
 
 from .core import (
     activate,
+    canonical_sample,
     choice_modules,
     device_of,
     extract_subnet,
@@ -9,5 +10,5 @@ from .core import (
     space_of,
 )
 
-__all__ = ["activate", "choice_modules", "device_of", "extract_subnet", "record_input_shapes",
-           "space_of"]
+__all__ = ["activate", "canonical_sample", "choice_modules", "device_of", "extract_subnet",
+           "record_input_shapes", "space_of"]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..space import ChoiceModule, Sample, Space
+from ..space import ChoiceModule, ElasticDepth, LayerChoice, Sample, Space
 
 
 def choice_modules(model: nn.Module) -> list[tuple[str, ChoiceModule]]:
@@ -29,6 +29,39 @@ def activate(model: nn.Module, sample: Mapping[str, Any], space: Space | None = 
     for _, module in choice_modules(model):
         module.activate(sample)
     return sample
+
+
+def canonical_sample(model: nn.Module, sample: Mapping[str, Any],
+                     space: Space | None = None) -> Sample:
+    """``sample`` with every label that has no effect under it (blocks beyond an elastic depth,
+    unchosen layer candidates) set to its smallest candidate: one sample per architecture.
+
+    >>> from nas_aug.space import ValueChoice
+    >>> from nas_aug.space.elastic import ElasticLinear
+    >>> stage = ElasticDepth("depth", [ElasticLinear(4, 4, out_features_choice=ValueChoice(
+    ...     f"b{i}.width", [2, 4])) for i in range(2)])
+    >>> canonical_sample(stage, {"depth": 1, "b0.width": 4, "b1.width": 4})
+    {'depth': 1, 'b0.width': 4, 'b1.width': 2}
+    """
+    space = space or space_of(model)
+    sample = space.validate(sample)
+    used: set[str] = set()
+
+    def visit(module: nn.Module) -> None:
+        if isinstance(module, ChoiceModule):
+            used.update(choice.label for choice in module.choices())
+        if isinstance(module, ElasticDepth):
+            children = list(module.blocks)[: sample[module.choice.label]]
+        elif isinstance(module, LayerChoice):
+            children = [module.candidates[sample[module.choice.label]]]
+        else:
+            children = list(module.children())
+        for child in children:
+            visit(child)
+
+    visit(model)
+    return {label: value if label in used else space.candidates(label)[0]
+            for label, value in sample.items()}
 
 
 @torch.no_grad()

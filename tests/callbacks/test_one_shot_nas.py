@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
-from nas_aug.callbacks import OneShotNAS
-from nas_aug.search_spaces import create_space
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nas_aug import Budget, build_subnet, load_architecture
+from nas_aug.callbacks import OneShotNAS
 from nas_aug.constraints import CostTable, FvcoreCounter
 from nas_aug.data import DigitsDataModule
+from nas_aug.search_spaces import create_space
 from nas_aug.supernet import choice_modules
 
 SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kernel_sizes=(3, 5))

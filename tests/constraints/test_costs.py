@@ -4,7 +4,6 @@ from collections import Counter
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
-from nas_aug.search_spaces import create_space
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -17,6 +16,7 @@ from nas_aug.constraints import (
     count_params,
     get_counter,
 )
+from nas_aug.search_spaces import create_space
 from nas_aug.space import ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice, ValueChoice
 from nas_aug.supernet import extract_subnet, space_of
 

@@ -3,8 +3,8 @@ import random
 
 import pytest
 import torch
-from nas_aug.search_spaces import create_space, list_spaces
 
+from nas_aug.search_spaces import create_space, list_spaces
 from nas_aug.supernet import activate, choice_modules, space_of
 
 SMALL = {

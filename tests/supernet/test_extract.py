@@ -2,9 +2,9 @@ import random
 
 import pytest
 import torch
-from nas_aug.search_spaces import create_space, list_spaces
 from torch import nn
 
+from nas_aug.search_spaces import create_space, list_spaces
 from nas_aug.space import ChoiceModule
 from nas_aug.supernet import activate, choice_modules, extract_subnet, space_of
 
