@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import random
+import resource
 import statistics
 import tempfile
 import time
@@ -109,6 +110,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU-seconds of the whole machine, CPU-seconds of this process) so far."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, own.ru_utime + own.ru_stime
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -132,7 +141,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*torch.jit.*is deprecated.*")
     torch.set_num_threads(THREADS)
     torch.manual_seed(args.seed)
-    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    start, (busy0, own0) = time.perf_counter(), cpu_seconds()
 
     cost_rows, train_rows, notes = [], [], []
     for name, (kwargs, shape) in SPACES.items():
@@ -159,6 +168,8 @@ def main() -> None:
                 f"| {t['contiguous'] / t['channels_last']:.2f}× |")
 
     total = time.perf_counter() - start
+    busy, own = cpu_seconds()
+    others = max(0.0, (busy - busy0) - (own - own0))
     mode = "quick (smoke run: few repeats, numbers are rough)" if args.quick else "full"
     text = "\n".join([
         "# Costs: per-sample cost models and supernet training steps",
@@ -167,8 +178,8 @@ def main() -> None:
         f"total runtime {total:.0f} s",
         f"- torch {torch.__version__}, Python {platform.python_version()}, CPU: {cpu_model()} "
         f"({os.cpu_count()} logical cores), **torch.set_num_threads({THREADS})**",
-        f"- 1-min load average at start / end: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
-        "(other processes share these cores; medians resist, but do not remove, their noise)",
+        f"- Other processes used {others:.1f} CPU-s during the run ({others / total:.2f} cores "
+        "on average): they skew timings; medians resist, but do not remove, that noise",
         "- Spaces: `mobilenet_tiny` with 8x8 = `in_chans=1, img_size=8, kernel_sizes=(3, 5)` "
         "(the digits recipe), 32x32 = `in_chans=3, img_size=32` (defaults)",
         "",

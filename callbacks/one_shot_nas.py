@@ -78,6 +78,7 @@ class OneShotNAS(Callback):
         self.rng = random.Random(seed)
         self.cost_table: CostTable | None = None
         self.result: dict[str, Any] | None = None
+        self.search_state: dict[str, Any] | None = None  # the evolution's population and scores
         self._supernet: nn.Module | None = None
         self._extra_paths: tuple[Any, int, list[Sample]] | None = None
 
@@ -155,12 +156,14 @@ class OneShotNAS(Callback):
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
-        return {"rng": [version, list(internal), gauss], "result": self.result}
+        return {"rng": [version, list(internal), gauss], "result": self.result,
+                "search": self.search_state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         version, internal, gauss = state_dict["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.result = state_dict["result"]
+        self.search_state = state_dict.get("search")
 
     # ---- internals ------------------------------------------------------------------------
     @staticmethod
@@ -208,6 +211,7 @@ class OneShotNAS(Callback):
         search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs,
                                  canonical=lambda s: canonical_sample(supernet, s, self.space))
         sample, score = search.run(evaluate, progress=self.progress and trainer.is_global_zero)
+        self.search_state = search.state_dict()
         evaluate(sample)  # leave the winner active, with its own batch-norm statistics
         pl_module.train(was_training)
         cost = table(sample)

@@ -111,7 +111,7 @@ def render_report(arch: Architecture) -> str:
              f"| parameters | {arch.params:,} |",
              f"| held-out score ({arch.metric}) | {arch.score:.4f} |" if arch.score is not None
              else f"| held-out score ({arch.metric}) | - |",
-             f"| budget | {arch.budget or 'none'} |",
+             f"| budget | {_budget_text(arch.budget)} |",
              f"| input shape | {tuple(arch.input_shape)} |", "", "## Choices", "",
              "| label | value |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in arch.sample.items()]
@@ -121,6 +121,11 @@ def render_report(arch: Architecture) -> str:
         lines += [f"| {i} | {c['score']:.4f} | {c['macs']:,} | {c['params']:,} |"
                   for i, c in enumerate(arch.top, 1)]
     return "\n".join(lines) + "\n"
+
+
+def _budget_text(budget: Mapping[str, Any]) -> str:
+    limits = [f"{name} <= {value:,}" for name, value in budget.items() if value is not None]
+    return ", ".join(limits) or "none"
 
 
 def load_architecture(path: str | os.PathLike) -> Architecture:

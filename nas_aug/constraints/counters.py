@@ -7,6 +7,7 @@ calls them "flops", as papers do when they report FLOPs (MobileNetV3-Large: 225M
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
 
 import torch
@@ -48,7 +49,10 @@ class FvcoreCounter:
         from fvcore.nn import FlopCountAnalysis
 
         analysis = FlopCountAnalysis(module, example_input)
-        return analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        with warnings.catch_warnings():  # fvcore traces with TorchScript, which torch deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            return analysis.total()
 
 
 class TorchCounter:

@@ -69,6 +69,8 @@ def test_drop_in_fit_searches_within_budget_and_exports(tmp_path, costs):
     trainer.fit(model, datamodule=DigitsDataModule())
 
     assert nas.result["macs"] <= budget.macs
+    history = json.loads(json.dumps(nas.state_dict()))["search"]["history"]
+    assert max(score for _, score in history) == nas.result["score"]
     assert all(c["macs"] <= budget.macs for c in nas.result["top"])
     # the user's optimizer holds exactly the module's parameters, nothing of the search
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
@@ -130,12 +132,14 @@ def test_resumed_fit_finds_the_same_architecture(tmp_path):
                              enable_model_summary=False, enable_checkpointing=bool(checkpoint),
                              default_root_dir=tmp_path)
         trainer.fit(model, datamodule=DigitsDataModule(), ckpt_path=ckpt_path)
-        return nas.result, model
+        return nas.state_dict(), model
 
     uninterrupted, model_a = fit(max_epochs=2)
     fit(max_epochs=1, checkpoint=ModelCheckpoint(dirpath=tmp_path, filename="epoch1"))
     resumed, model_b = fit(max_epochs=2, ckpt_path=tmp_path / "epoch1.ckpt")
-    assert resumed == uninterrupted
+    assert resumed["result"] == uninterrupted["result"]
+    assert resumed["search"]["history"] == uninterrupted["search"]["history"]  # every score
+    assert resumed["rng"] == uninterrupted["rng"]
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
