@@ -3,6 +3,7 @@ import random
 
 import pytest
 import torch
+from helpers import SMALL_SPACES, calibrate
 from safetensors.torch import load_file
 from torch import nn
 
@@ -20,32 +21,13 @@ from nas_aug.export import (
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import activate, choice_modules, space_of
 
-KWARGS = {"num_classes": 10, "in_chans": 1, "img_size": 8, "expand_ratios": [3, 6],
-          "kernel_sizes": [3, 5]}
+KWARGS = SMALL_SPACES["mobilenet_tiny"]
 INPUT_SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def calibrated_supernet() -> nn.Module:
-    """A supernet whose batch-norm statistics come from data, so that its outputs depend on the
-    sample (at initialisation activations vanish and every sample outputs about the bias)."""
-    torch.manual_seed(0)
-    net = create_space("mobilenet_tiny", **KWARGS)
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.momentum = 1.0
-    with torch.no_grad():
-        net.train()(torch.randn(16, *INPUT_SHAPE))
-    for norm in norms:
-        norm.momentum = 0.1
-    return net.eval()
+    return calibrate(create_space("mobilenet_tiny", **KWARGS), INPUT_SHAPE)
 
 
 @pytest.fixture(scope="module")

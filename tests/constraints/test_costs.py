@@ -20,15 +20,6 @@ from nas_aug.search_spaces import create_space
 from nas_aug.space import ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice, ValueChoice
 from nas_aug.supernet import extract_subnet, space_of
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Budget ---------------------------------------------------------------------------------------
 
 def test_flops_is_another_name_for_macs():

@@ -3,22 +3,10 @@ import random
 
 import pytest
 import torch
+from helpers import SMALL_SPACES
 
 from nas_aug.search_spaces import create_space, list_spaces
 from nas_aug.supernet import activate, choice_modules, space_of
-
-SMALL = {
-    "mobilenet_tiny": {"num_classes": 10, "in_chans": 1, "img_size": 8,
-                       "expand_ratios": (3, 6), "kernel_sizes": (3, 5)},
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_catalogue_is_not_empty():
@@ -29,7 +17,7 @@ def test_the_catalogue_is_not_empty():
 
 @pytest.mark.parametrize("name", list_spaces())
 def test_every_space_builds_and_runs_random_samples(name):
-    kwargs = SMALL.get(name, {})
+    kwargs = SMALL_SPACES.get(name, {})
     net = create_space(name, **kwargs).eval()
     assert net.space_name == name
     assert net.space_kwargs == kwargs
@@ -51,7 +39,7 @@ def test_every_space_builds_and_runs_random_samples(name):
 
 
 def test_mobilenet_tiny_kwargs_shape_the_space():
-    net = create_space("mobilenet_tiny", **SMALL["mobilenet_tiny"])
+    net = create_space("mobilenet_tiny", **SMALL_SPACES["mobilenet_tiny"])
     assert net.default_input_shape == (1, 8, 8)
     space = space_of(net)
     assert space.candidates("stage0.block0.expand") == (3, 6)

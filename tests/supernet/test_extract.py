@@ -2,45 +2,16 @@ import random
 
 import pytest
 import torch
+from helpers import SMALL_SPACES, calibrate
 from torch import nn
 
 from nas_aug.search_spaces import create_space, list_spaces
 from nas_aug.space import ChoiceModule
 from nas_aug.supernet import activate, choice_modules, extract_subnet, space_of
 
-# small versions of each registered space (a space not listed here is built with defaults)
-SMALL = {
-    "mobilenet_tiny": {"num_classes": 10, "in_chans": 1, "img_size": 8,
-                       "expand_ratios": (3, 6), "kernel_sizes": (3, 5)},
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def calibrate(net: nn.Module, input_shape, seed: int = 0) -> nn.Module:
-    """Set batch-norm statistics from one random batch through the largest path, so that
-    activations do not vanish at initialisation and outputs depend on the sample."""
-    torch.manual_seed(seed)
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.momentum = 1.0
-    activate(net, space_of(net).largest())
-    with torch.no_grad():
-        net.train()(torch.randn(16, *input_shape))
-    for norm in norms:
-        norm.momentum = 0.1
-    return net.eval()
-
 
 def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:
-    net = create_space(name, **SMALL.get(name, {}))
+    net = create_space(name, **SMALL_SPACES.get(name, {}))
     shape = tuple(net.default_input_shape)
     return calibrate(net, shape), shape
 
@@ -120,7 +91,7 @@ def test_training_the_subnet_leaves_the_supernet_alone():
 
 @pytest.mark.parametrize("img_size", [8, 32])
 def test_mobilenet_tiny_input_sizes(img_size):
-    net = create_space("mobilenet_tiny", **{**SMALL["mobilenet_tiny"], "img_size": img_size})
+    net = create_space("mobilenet_tiny", **{**SMALL_SPACES["mobilenet_tiny"], "img_size": img_size})
     net = calibrate(net, (1, img_size, img_size))
     space = space_of(net)
     for seed in range(2):

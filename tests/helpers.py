@@ -1,0 +1,27 @@
+"""Helpers shared by the tests (importable as ``helpers``: pytest puts tests/ on the path)."""
+
+import torch
+from torch import nn
+
+from nas_aug.supernet import activate, space_of
+
+# small versions of the registered spaces (a space not listed here is built with defaults)
+SMALL_SPACES = {
+    "mobilenet_tiny": {"num_classes": 10, "in_chans": 1, "img_size": 8,
+                       "expand_ratios": [3, 6], "kernel_sizes": [3, 5]},
+}
+
+
+def calibrate(net: nn.Module, input_shape, seed: int = 0) -> nn.Module:
+    """Set batch-norm statistics from one random batch through the largest path, so that
+    activations do not vanish at initialisation and outputs depend on the sample."""
+    torch.manual_seed(seed)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = 1.0
+    activate(net, space_of(net).largest())
+    with torch.no_grad():
+        net.train()(torch.randn(16, *input_shape))
+    for norm in norms:
+        norm.momentum = 0.1
+    return net.eval()
