@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, Cost, CostTable, get_counter
 from ..export import check_export_dir, export_architecture
 from ..space import Sample, Space
@@ -79,6 +81,7 @@ class OneShotNAS(Callback):
         self.cost_table: CostTable | None = None
         self.result: dict[str, Any] | None = None
         self.search_state: dict[str, Any] | None = None  # the evolution's population and scores
+        self.train_seconds = 0.0  # supernet training time, summed over resumed fits
         self._supernet: nn.Module | None = None
         self._extra_paths: tuple[Any, int, list[Sample]] | None = None
 
@@ -135,8 +138,20 @@ class OneShotNAS(Callback):
         if trainer.state.fn == TrainerFn.FITTING:
             activate(self._supernet, self.space.largest(), self.space)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._meter = EnergyMeter(pl_module.device, trainer.num_devices)
+        self._meter.start()
+        self._train_started = time.perf_counter()
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._train_started
+        started = time.perf_counter()
         self.result = self._search(trainer, pl_module)
+        energy, method = self._meter.stop()
+        self.result["cost"] = SearchCost(
+            train_seconds=self.train_seconds, search_seconds=time.perf_counter() - started,
+            devices=trainer.num_devices, device=str(pl_module.device), energy_kwh=energy,
+            co2_kg=co2_kg(energy), method=method).to_json()
         sample = self.result["sample"]
         if trainer.logger is not None:
             trainer.logger.log_metrics({"nas/best_score": self.result["score"],
@@ -151,19 +166,21 @@ class OneShotNAS(Callback):
                 Cost(self.result["macs"], self.result["params"]), self.result["score"],
                 budget={"macs": getattr(self.budget, "macs", None),
                         "params": getattr(self.budget, "params", None)},
-                top=self.result["top"])
+                top=self.result["top"], candidates=self.result["candidates"],
+                search_cost=self.result["cost"])
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
         return {"rng": [version, list(internal), gauss], "result": self.result,
-                "search": self.search_state}
+                "search": self.search_state, "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         version, internal, gauss = state_dict["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.result = state_dict["result"]
         self.search_state = state_dict.get("search")
+        self.train_seconds = state_dict.get("train_seconds", 0.0)
 
     # ---- internals ------------------------------------------------------------------------
     @staticmethod
@@ -200,6 +217,7 @@ class OneShotNAS(Callback):
                                                        self.calibration_batches)]
         supernet, table = self._supernet, self.cost_table
         was_training = pl_module.training
+        started, candidates = time.perf_counter(), []
 
         def evaluate(sample: Sample) -> float:
             activate(supernet, sample, self.space)
@@ -207,10 +225,18 @@ class OneShotNAS(Callback):
             pl_module.eval()
             return top1_accuracy(pl_module, self._batches(heldout, trainer))
 
+        def evaluate_and_record(sample: Sample) -> float:
+            score, cost = evaluate(sample), table(sample)
+            candidates.append({"score": score, "macs": cost.macs, "params": cost.params,
+                               "seconds": time.perf_counter() - started, "sample": sample})
+            self._meter.sample()
+            return score
+
         feasible = None if self.budget is None else (lambda s: self.budget.allows(table(s)))
         search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs,
                                  canonical=lambda s: canonical_sample(supernet, s, self.space))
-        sample, score = search.run(evaluate, progress=self.progress and trainer.is_global_zero)
+        sample, score = search.run(evaluate_and_record,
+                                   progress=self.progress and trainer.is_global_zero)
         self.search_state = search.state_dict()
         evaluate(sample)  # leave the winner active, with its own batch-norm statistics
         pl_module.train(was_training)
@@ -218,7 +244,7 @@ class OneShotNAS(Callback):
         top = [{"sample": s, "score": v, "macs": table(s).macs, "params": table(s).params}
                for s, v in search.top(5)]
         return {"sample": sample, "score": score, "macs": cost.macs, "params": cost.params,
-                "top": top}
+                "top": top, "candidates": candidates}
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The export: ``architecture.json`` + the sub-network's weights + ``report.md``.
+"""The export: ``architecture.json`` + the sub-network's weights + every candidate + a report.
 
 Nothing here is a pickle: the architecture is JSON, the weights are safetensors. A user
 rebuilds the standalone sub-network with :func:`load_architecture` and :func:`build_subnet`.
@@ -23,7 +23,7 @@ from .supernet import extract_subnet
 FORMAT = "nas_aug.architecture/1"
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "subnet.safetensors"
-REPORT_FILE = "report.md"
+CANDIDATES_FILE = "candidates.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Architecture:
     metric: str = "heldout_top1"
     budget: dict[str, Any] = field(default_factory=dict)
     top: list[dict[str, Any]] = field(default_factory=list)
+    search_cost: dict[str, Any] = field(default_factory=dict)
     weights: str | None = WEIGHTS_FILE
     directory: Path | None = field(default=None, compare=False)
 
@@ -56,12 +57,22 @@ class Architecture:
         return data
 
 
+def _umask_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _umask_file_mode()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the usual umask mode
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -82,9 +93,13 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
                         sample: Mapping[str, Any], input_shape: tuple[int, ...], cost: Cost,
                         score: float | None, budget: Mapping[str, Any] | None = None,
                         top: list[dict[str, Any]] | None = None,
-                        report: str | None = None) -> Architecture:
-    """Extract ``sample`` from ``supernet`` and write the export files (atomically)."""
+                        candidates: list[dict[str, Any]] | None = None,
+                        search_cost: Mapping[str, Any] | None = None) -> Architecture:
+    """Extract ``sample`` from ``supernet`` and write the export files (atomically): the
+    architecture, its weights, every evaluated candidate, and the report with its plots."""
     from safetensors.torch import save_file
+
+    from .report import write_report
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -94,38 +109,17 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         space=getattr(supernet, "space_name", None),
         space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
         sample=dict(sample), input_shape=tuple(input_shape), macs=cost.macs, params=cost.params,
-        score=score, budget=dict(budget or {}), top=list(top or []), directory=directory)
+        score=score, budget=dict(budget or {}), top=list(top or []),
+        search_cost=dict(search_cost or {}), directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     text = json.dumps(arch.to_json(), indent=2) + "\n"
     atomic_write(directory / ARCHITECTURE_FILE, lambda p: p.write_text(text))
-    atomic_write(directory / REPORT_FILE, lambda p: p.write_text(report or render_report(arch)))
+    if candidates:
+        text = json.dumps(candidates, indent=1) + "\n"
+        atomic_write(directory / CANDIDATES_FILE, lambda p: p.write_text(text))
+    write_report(directory, arch, candidates or [])
     return arch
-
-
-def render_report(arch: Architecture) -> str:
-    """A short markdown report of one architecture."""
-    lines = [f"# Searched architecture: `{arch.space}`", "",
-             "| | |", "|---|---|",
-             f"| MACs (multiply-adds, fvcore's 'flops') | {arch.macs:,} |",
-             f"| parameters | {arch.params:,} |",
-             f"| held-out score ({arch.metric}) | {arch.score:.4f} |" if arch.score is not None
-             else f"| held-out score ({arch.metric}) | - |",
-             f"| budget | {_budget_text(arch.budget)} |",
-             f"| input shape | {tuple(arch.input_shape)} |", "", "## Choices", "",
-             "| label | value |", "|---|---|"]
-    lines += [f"| {label} | {value} |" for label, value in arch.sample.items()]
-    if arch.top:
-        lines += ["", "## Best candidates", "", "| rank | score | MACs | params |",
-                  "|---|---|---|---|"]
-        lines += [f"| {i} | {c['score']:.4f} | {c['macs']:,} | {c['params']:,} |"
-                  for i, c in enumerate(arch.top, 1)]
-    return "\n".join(lines) + "\n"
-
-
-def _budget_text(budget: Mapping[str, Any]) -> str:
-    limits = [f"{name} <= {value:,}" for name, value in budget.items() if value is not None]
-    return ", ".join(limits) or "none"
 
 
 def load_architecture(path: str | os.PathLike) -> Architecture:

@@ -11,13 +11,14 @@ from nas_aug import build_subnet, load_architecture
 from nas_aug.constraints import CostTable
 from nas_aug.export import (
     ARCHITECTURE_FILE,
+    CANDIDATES_FILE,
     FORMAT,
-    REPORT_FILE,
     WEIGHTS_FILE,
     atomic_write,
     check_export_dir,
     export_architecture,
 )
+from nas_aug.report import PARETO_FILE, PROGRESS_FILE, REPORT_FILE
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import activate, choice_modules, space_of
 
@@ -76,11 +77,25 @@ def test_export_writes_the_three_files(exported, sample, table):
     assert "| stage0.depth |" in report and "## Best candidates" in report
 
 
-def test_custom_report_text_is_written(tmp_path, supernet, table, sample):
-    export_architecture(tmp_path, supernet, sample, INPUT_SHAPE, table(sample), score=None,
-                        report="# mine\n")
-    assert (tmp_path / REPORT_FILE).read_text() == "# mine\n"
-    assert json.loads((tmp_path / ARCHITECTURE_FILE).read_text())["score"] is None
+def test_candidates_plots_and_search_cost_are_reported(tmp_path, supernet, table, sample):
+    space = space_of(supernet)
+    rng = random.Random(0)
+    candidates = [{"score": 0.5 + i / 100, "macs": table(s).macs, "params": table(s).params,
+                   "seconds": float(i), "sample": s}
+                  for i, s in enumerate(space.random(rng) for _ in range(6))]
+    cost = {"train_seconds": 12.0, "search_seconds": 3.0, "devices": 1, "device": "cpu",
+            "device_hours": 15 / 3600, "energy_kwh": 0.0001, "co2_kg": 0.0000475,
+            "method": "assumed 10 W per CPU core"}
+    export_architecture(tmp_path, supernet, candidates[-1]["sample"], INPUT_SHAPE,
+                        table(candidates[-1]["sample"]), score=None, candidates=candidates,
+                        search_cost=cost)
+    assert json.loads((tmp_path / CANDIDATES_FILE).read_text()) == candidates
+    assert json.loads((tmp_path / ARCHITECTURE_FILE).read_text())["search_cost"] == cost
+    for plot in (PARETO_FILE, PROGRESS_FILE):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+    report = (tmp_path / REPORT_FILE).read_text()
+    assert f"![{PARETO_FILE}]({PARETO_FILE})" in report and "| candidates evaluated | 6 |" in report
+    assert "| supernet training | 12.0 s |" in report and "assumed 10 W per CPU core" in report
 
 
 def test_weights_are_safetensors_not_pickle(exported, supernet, sample):

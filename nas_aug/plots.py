@@ -1,0 +1,167 @@
+"""Plots of a finished search: held-out score against MACs with the Pareto front, and progress.
+
+Each candidate is a dict with at least ``score`` (held-out score, higher is better), ``macs``
+(multiply-adds, fvcore's "flops"), ``params`` and ``seconds`` (elapsed seconds since the search
+began when the candidate finished). The plots are PNG files written atomically. matplotlib is
+imported only when a plot is drawn, and only through ``matplotlib.figure.Figure`` with the Agg
+canvas: no pyplot, no global backend switch, no figures left open.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from .export import atomic_write
+
+CANDIDATE_KEYS = ("score", "macs", "params", "seconds")
+FIGSIZE = (6.0, 4.0)  # inches
+DPI = 120
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated ``(cost, score)`` points (cost minimised, score maximised).
+
+    The indices come sorted by cost ascending. A point is dropped when another one is no worse
+    in both coordinates and better in one; of points equal in both, only the first index stays.
+    O(n log n).
+
+    >>> pareto_front([(3.0, 0.9), (1.0, 0.5), (2.0, 0.4), (1.0, 0.5), (2.0, 0.8)])
+    [1, 4, 0]
+    >>> pareto_front([])
+    []
+    """
+    pairs = []
+    for i, point in enumerate(points):
+        try:
+            cost, score = (float(v) for v in point)
+        except (TypeError, ValueError):
+            raise ValueError(f"point {i} must be a (cost, score) pair of numbers, "
+                             f"got {point!r}") from None
+        if math.isnan(cost) or math.isnan(score):
+            raise ValueError(f"point {i} has a NaN coordinate: {point!r}")
+        pairs.append((cost, score))
+    # cheapest first; at equal cost the best score first; at equal points the first index first
+    order = sorted(range(len(pairs)), key=lambda i: (pairs[i][0], -pairs[i][1], i))
+    front: list[int] = []
+    best = None
+    for i in order:
+        if best is None or pairs[i][1] > best:
+            front.append(i)
+            best = pairs[i][1]
+    return front
+
+
+def plot_pareto(candidates: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
+                path: str | os.PathLike, budget: Any = None) -> Path:
+    """Scatter held-out score against MACs, with the Pareto front, the chosen one and the budget.
+
+    ``budget`` is a MAC limit (a number, or an object with a ``macs`` attribute such as
+    :class:`nas_aug.Budget`), drawn as a vertical dashed line; ``None`` draws none. Writes a PNG
+    to ``path`` atomically and returns the path.
+    """
+    _check_candidates(candidates)
+    _check_candidate(chosen, "chosen")
+    budget_macs = _budget_macs(budget)
+    macs = [float(c["macs"]) / 1e6 for c in candidates]
+    scores = [float(c["score"]) for c in candidates]
+    front = pareto_front(list(zip(macs, scores)))
+    front_x = [macs[i] for i in front] + [max(macs)]
+    front_y = [scores[i] for i in front] + [scores[front[-1]]]
+
+    fig, ax = _figure()
+    ax.scatter(macs, scores, s=14, color="tab:blue", alpha=0.45, linewidths=0,
+               label=f"candidates ({len(candidates)})", zorder=2)
+    ax.step(front_x, front_y, where="post", color="tab:orange", linewidth=1.6,
+            label=f"Pareto front ({len(front)})", zorder=3)
+    ax.scatter([float(chosen["macs"]) / 1e6], [float(chosen["score"])], marker="*", s=180,
+               color="tab:red", edgecolors="black", linewidths=0.6, label="chosen", zorder=4)
+    if budget_macs is not None:
+        ax.axvline(budget_macs / 1e6, color="0.3", linestyle="--", linewidth=1.1,
+                   label="budget", zorder=1)
+    ax.set_xlabel("MACs (M, multiply-adds)")
+    ax.set_ylabel("held-out score")
+    ax.set_title("Held-out score vs. MACs of the evaluated architectures")
+    return _finish(fig, ax, path)
+
+
+def plot_progress(candidates: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Best-so-far held-out score against search time, with each candidate's score as a dot.
+
+    Writes a PNG to ``path`` atomically and returns the path.
+    """
+    _check_candidates(candidates)
+    runs = sorted((float(c["seconds"]), float(c["score"])) for c in candidates)
+    times = [t for t, _ in runs]
+    scores = [s for _, s in runs]
+    best, best_so_far = -math.inf, []
+    for score in scores:
+        best = max(best, score)
+        best_so_far.append(best)
+
+    fig, ax = _figure()
+    ax.scatter(times, scores, s=14, color="tab:blue", alpha=0.45, linewidths=0,
+               label=f"candidates ({len(candidates)})", zorder=2)
+    ax.step(times, best_so_far, where="post", color="tab:orange", linewidth=1.6,
+            label="best so far", zorder=3)
+    ax.set_xlabel("search time (s)")
+    ax.set_ylabel("held-out score")
+    ax.set_title("Search progress")
+    ax.set_xlim(left=0)
+    return _finish(fig, ax, path)
+
+
+def _check_candidates(candidates: Sequence[Mapping[str, Any]]) -> None:
+    if len(candidates) == 0:
+        raise ValueError("no candidates to plot")
+    for i, candidate in enumerate(candidates):
+        _check_candidate(candidate, f"candidate {i}")
+
+
+def _check_candidate(candidate: Mapping[str, Any], where: str) -> None:
+    if not isinstance(candidate, Mapping):
+        raise TypeError(f"{where} must be a dict with keys {list(CANDIDATE_KEYS)}, "
+                        f"got {type(candidate).__name__}")
+    for key in CANDIDATE_KEYS:
+        if key not in candidate:
+            raise ValueError(f"{where} has no {key!r} key (has {sorted(map(str, candidate))}; "
+                             f"each needs {list(CANDIDATE_KEYS)})")
+        value = candidate[key]
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            raise ValueError(f"{where} has {key}={value!r}; it must be a finite number")
+
+
+def _budget_macs(budget: Any) -> float | None:
+    macs = getattr(budget, "macs", budget)
+    if macs is None:
+        return None
+    if isinstance(macs, bool) or not isinstance(macs, Real) or not math.isfinite(macs):
+        raise ValueError(f"budget must be a MAC count, an object with .macs, or None; "
+                         f"got {budget!r}")
+    return float(macs)
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _finish(fig, ax, path: str | os.PathLike) -> Path:
+    """Grid, a legend below the axes (so it never hides a point), then an atomic PNG write."""
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.04, y=0.08)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(handles),
+               fontsize="small", frameon=False)
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    return path
+

@@ -1,0 +1,73 @@
+"""The report of a search: ``report.md`` with the plots beside it (``pareto.png``,
+``progress.png``) and what the search cost."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPORT_FILE = "report.md"
+PARETO_FILE = "pareto.png"
+PROGRESS_FILE = "progress.png"
+
+
+def write_report(directory: Path, arch, candidates: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``report.md`` (and, given candidates, its plots) for ``arch`` into ``directory``."""
+    from .export import atomic_write
+    from .plots import plot_pareto, plot_progress
+
+    plots = []
+    if candidates:
+        chosen = next((c for c in candidates if c.get("sample") == arch.sample),
+                      {"score": arch.score, "macs": arch.macs, "params": arch.params,
+                       "seconds": 0.0})
+        plot_pareto(candidates, chosen, directory / PARETO_FILE, budget=arch.budget.get("macs"))
+        plot_progress(candidates, directory / PROGRESS_FILE)
+        plots = [PARETO_FILE, PROGRESS_FILE]
+    text = render_report(arch, len(candidates), plots)
+    path = Path(directory) / REPORT_FILE
+    atomic_write(path, lambda p: p.write_text(text))
+    return path
+
+
+def render_report(arch, evaluated: int = 0, plots: Sequence[str] = ()) -> str:
+    """The markdown report of one architecture and the search that found it."""
+    score = "-" if arch.score is None else f"{arch.score:.4f}"
+    lines = [f"# Searched architecture: `{arch.space}`", "",
+             "| | |", "|---|---|",
+             f"| MACs (multiply-adds, fvcore's 'flops') | {arch.macs:,} |",
+             f"| parameters | {arch.params:,} |",
+             f"| held-out score ({arch.metric}) | {score} |",
+             f"| budget | {_budget_text(arch.budget)} |",
+             f"| input shape | {tuple(arch.input_shape)} |",
+             f"| candidates evaluated | {evaluated} |"]
+    lines += _cost_lines(arch.search_cost)
+    lines += [""] + [f"![{name}]({name})" for name in plots]
+    lines += ["", "## Choices", "", "| label | value |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in arch.sample.items()]
+    if arch.top:
+        lines += ["", "## Best candidates", "", "| rank | score | MACs | params |",
+                  "|---|---|---|---|"]
+        lines += [f"| {i} | {c['score']:.4f} | {c['macs']:,} | {c['params']:,} |"
+                  for i, c in enumerate(arch.top, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _cost_lines(cost: Mapping[str, Any]) -> list[str]:
+    if not cost:
+        return []
+    lines = [f"| supernet training | {cost['train_seconds']:.1f} s |",
+             f"| search (held-out evaluation of every candidate) | "
+             f"{cost['search_seconds']:.1f} s |",
+             f"| device-hours | {cost['device_hours']:.4f} ({cost['devices']} x "
+             f"{cost['device']}) |"]
+    if cost.get("energy_kwh") is not None:
+        lines += [f"| energy | {cost['energy_kwh'] * 1000:.2f} Wh ({cost['method']}) |",
+                  f"| CO2 | {cost['co2_kg'] * 1000:.2f} g (world-average grid intensity) |"]
+    return lines
+
+
+def _budget_text(budget: Mapping[str, Any]) -> str:
+    limits = [f"{name} <= {value:,}" for name, value in budget.items() if value is not None]
+    return ", ".join(limits) or "none"
