@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision pinned to the releases that lie on disk on our machines (no big download)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,19 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Fashion-MNIST from Debian's package (read by nas_aug.data.FashionMNISTDataModule)
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+		echo "Fashion-MNIST is installed in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "apt-get is not available: install Debian's dataset-fashion-mnist package some other way,"; \
+		echo "or pass download=True (and a writable root) to FashionMNISTDataModule to download"; \
+		echo "Fashion-MNIST with torchvision (needs internet)."; \
+	fi
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

@@ -19,11 +19,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from .classifier import ImageClassifier
 from .constraints import Budget
-from .data import DigitsDataModule
+from .data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule
 from .export import Architecture, atomic_write, build_subnet, check_export_dir, load_architecture
 from .space.choice import closest_match
 
-DATASETS = {"digits": DigitsDataModule}
+DATASETS = {"digits": DigitsDataModule, "fashion_mnist": FashionMNISTDataModule,
+            "cifar10": CIFAR10DataModule}
 
 
 @dataclass

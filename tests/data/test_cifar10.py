@@ -1,0 +1,143 @@
+"""CIFAR-10 on a fake ``cifar-10-batches-py`` folder written in torchvision's pickle layout.
+
+torchvision checks the md5 of every file, so the tests that read the fake folder replace that
+check (``torchvision.datasets.cifar.check_integrity``) with a check that the file exists.
+"""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from nas_aug.data import CIFAR10DataModule, EpochSeededSampler
+
+SPLITS = ("train", "heldout", "test")
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck"]
+
+
+def write_cifar_root(root, per_batch=40, n_test=30, seed=0):
+    """Five training batches and a test batch of random (hence distinct) images, balanced
+    labels; returns the images as NCHW uint8 arrays and the labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(name, n):
+        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)  # rows are CHW
+        labels = rng.permutation(np.arange(n) % 10).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "data": data, "labels": labels}, f)
+        return data.reshape(n, 3, 32, 32), np.array(labels)
+
+    train = [batch(f"data_batch_{i}", per_batch) for i in range(1, 6)]
+    test = batch("test_batch", n_test)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CLASSES, "num_vis": 3072}, f)
+    return {"train": tuple(np.concatenate(parts) for parts in zip(*train)), "test": test}
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity",
+                        lambda fpath, md5=None: os.path.isfile(fpath))
+    return tmp_path, write_cifar_root(tmp_path)
+
+
+def _split(dm, split):
+    loader = {"train": dm.train_dataloader, "heldout": dm.val_dataloader,
+              "test": dm.test_dataloader}[split]()
+    images, labels = zip(*loader)
+    return torch.cat(images), torch.cat(labels)
+
+
+def _rows(images) -> list[bytes]:
+    return [row.numpy().tobytes() for row in images.reshape(len(images), -1)]
+
+
+def _datamodule(root, **kwargs):
+    dm = CIFAR10DataModule(root, batch_size=16, **kwargs)
+    dm.setup()
+    return dm
+
+
+def test_splits_are_disjoint_stratified_and_keep_image_layout(fake_root):
+    root, arrays = fake_root
+    dm = _datamodule(root)
+    assert dm.sizes == {"train": 180, "heldout": 20, "test": 30}
+    assert dm.input_shape == (3, 32, 32)
+    official = {name: dict(zip(_rows(torch.from_numpy(images).float() / 255), labels))
+                for name, (images, labels) in arrays.items()}
+    split = {name: _split(dm, name) for name in SPLITS}
+    train_rows, heldout_rows = _rows(split["train"][0]), _rows(split["heldout"][0])
+    assert not set(train_rows) & set(heldout_rows)
+    assert set(train_rows) | set(heldout_rows) == set(official["train"])
+    for name, source in (("train", "train"), ("heldout", "train"), ("test", "test")):
+        images, labels = split[name]
+        assert images.dtype == torch.float32 and labels.dtype == torch.int64
+        assert images.shape[1:] == (3, 32, 32)
+        # content (in the file's CHW order, scaled by 1/255) and label both match the file
+        assert [official[source][row] for row in _rows(images)] == labels.tolist()
+    for name, per_class in (("train", 18), ("heldout", 2), ("test", 3)):
+        assert torch.bincount(split[name][1]).tolist() == [per_class] * 10
+    assert isinstance(dm.train_dataloader().sampler, EpochSeededSampler)
+
+
+def test_fractions_take_stratified_subsets(fake_root):
+    dm = _datamodule(fake_root[0], heldout_fraction=0.2, train_fraction=0.25,
+                     test_fraction=2 / 3)
+    assert dm.sizes == {"train": 40, "heldout": 40, "test": 20}
+    for name, per_class in (("train", 4), ("heldout", 4), ("test", 2)):
+        assert torch.bincount(_split(dm, name)[1]).tolist() == [per_class] * 10
+
+
+def test_grey_and_resize(fake_root):
+    root, _ = fake_root
+    colour = _datamodule(root)
+    dm = _datamodule(root, img_size=16, channels=1)
+    assert dm.input_shape == (1, 16, 16)
+    for name in SPLITS:
+        images = _split(dm, name)[0]
+        assert images.shape == (dm.sizes[name], 1, 16, 16)
+        assert images.min() >= 0 and images.max() <= 1
+    grey = _split(colour, "test")[0].mean(dim=1, keepdim=True)
+    expected = F.interpolate(grey, size=(16, 16), mode="bilinear", antialias=True)
+    torch.testing.assert_close(_split(dm, "test")[0], expected.clamp(0, 1))
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    dm = CIFAR10DataModule(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        dm.setup()
+    message = str(info.value)
+    assert "download=True" in message and "cifar-10-batches-py" in message
+    assert "data_batch_1" in message and str(tmp_path) in message
+
+
+def test_files_that_fail_torchvisions_md5_check_are_reported(tmp_path):
+    write_cifar_root(tmp_path)  # real check_integrity: the fake files have the wrong md5
+    with pytest.raises(RuntimeError, match="incomplete or corrupt.*download=True"):
+        _datamodule(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [
+        ({"batch_size": 0}, "0"),
+        ({"heldout_fraction": 1.0}, "1.0"),
+        ({"train_fraction": 2}, "2"),
+        ({"test_fraction": 0}, "0"),
+        ({"img_size": -4}, "-4"),
+        ({"channels": 4}, "4"),
+        ({"seed": -1}, "-1"),
+        ({"num_workers": -1}, "-1"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_value(tmp_path, kwargs, bad):
+    with pytest.raises(ValueError, match=f"got {bad}"):
+        CIFAR10DataModule(tmp_path, **kwargs)
