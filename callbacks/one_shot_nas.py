@@ -235,14 +235,17 @@ class OneShotNAS(Callback):
         feasible = None if self.budget is None else (lambda s: self.budget.allows(table(s)))
         search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs,
                                  canonical=lambda s: canonical_sample(supernet, s, self.space))
-        sample, score = search.run(evaluate_and_record,
-                                   progress=self.progress and trainer.is_global_zero)
+        search.run(evaluate_and_record, progress=self.progress and trainer.is_global_zero)
         self.search_state = search.state_dict()
+        # best score first; among equal scores (common on small held-out sets) the cheapest
+        ranked = sorted(search.history, key=lambda pair: (-pair[1], table(pair[0]).macs,
+                                                          table(pair[0]).params))
+        sample, score = ranked[0]
         evaluate(sample)  # leave the winner active, with its own batch-norm statistics
         pl_module.train(was_training)
         cost = table(sample)
         top = [{"sample": s, "score": v, "macs": table(s).macs, "params": table(s).params}
-               for s, v in search.top(5)]
+               for s, v in ranked[:5]]
         return {"sample": sample, "score": score, "macs": cost.macs, "params": cost.params,
                 "top": top, "candidates": candidates}
 

@@ -65,6 +65,13 @@ class RetrainConfig:
 
 
 @dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+
+
+@dataclass
 class Recipe:
     """A whole search as plain data; see ``recipes/*.yaml``.
 
@@ -80,6 +87,7 @@ class Recipe:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
@@ -101,7 +109,7 @@ class Recipe:
 
 
 _SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, SearchConfig,
-                                        RetrainConfig)}
+                                        RetrainConfig, TrainerConfig)}
 _SCALARS = {"int": int, "float": (int, float), "str": str}
 
 
@@ -127,11 +135,13 @@ def _build(cls, data: Any, where: str):
     return cls(**kwargs)
 
 
-def _trainer(out_dir: Path, name: str, epochs: int, callbacks=()) -> pl.Trainer:
-    return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks), accelerator="cpu",
+def _trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=()) -> pl.Trainer:
+    return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks),
+                      accelerator=recipe.trainer.accelerator, devices=recipe.trainer.devices,
+                      precision=recipe.trainer.precision,
                       logger=CSVLogger(out_dir, name="logs", version=name),
                       enable_checkpointing=False, enable_model_summary=False,
-                      deterministic=True, default_root_dir=out_dir)
+                      deterministic="warn", default_root_dir=out_dir)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> list[dict]:
@@ -157,7 +167,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
                      overwrite=overwrite)
     model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
-    _trainer(out_dir, "supernet", recipe.supernet.epochs, [nas]).fit(model, datamodule)
+    _trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, [nas]).fit(model, datamodule)
     search_seconds = time.perf_counter() - start
 
     arch = load_architecture(out_dir)
@@ -186,7 +196,7 @@ def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, epochs: int
           ) -> tuple[float, float]:
     """Test accuracy of ``net`` after ``epochs`` of training, and the training's seconds."""
     module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay)
-    trainer = _trainer(out_dir, name, epochs)
+    trainer = _trainer(recipe, out_dir, name, epochs)
     started = time.perf_counter()
     if epochs:
         trainer.fit(module, datamodule)

@@ -46,12 +46,12 @@ class FvcoreCounter:
 
     @_eval_no_grad
     def __call__(self, module, example_input):
-        from fvcore.nn import FlopCountAnalysis
-
-        analysis = FlopCountAnalysis(module, example_input)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with warnings.catch_warnings():  # fvcore traces with TorchScript, which torch deprecates
             warnings.simplefilter("ignore", FutureWarning)
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(module, example_input)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             return analysis.total()
 
 

@@ -71,6 +71,8 @@ def test_drop_in_fit_searches_within_budget_and_exports(tmp_path, costs):
     assert nas.result["macs"] <= budget.macs
     history = json.loads(json.dumps(nas.state_dict()))["search"]["history"]
     assert max(score for _, score in history) == nas.result["score"]
+    ties = [c["macs"] for c in nas.result["candidates"] if c["score"] == nas.result["score"]]
+    assert nas.result["macs"] == min(ties)  # the cheapest of the best
     assert all(c["macs"] <= budget.macs for c in nas.result["top"])
     # the user's optimizer holds exactly the module's parameters, nothing of the search
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
