@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
@@ -21,7 +22,7 @@ from ..export import check_export_dir, export_architecture
 from ..space import Sample, Space
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
 from ..strategies.evolution import EvolutionSearch
-from ..strategies.sampling import SAMPLINGS, SandwichSampling, UniformSampling
+from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
 
 
@@ -61,11 +62,13 @@ class OneShotNAS(Callback):
             raise ValueError(f"budget must be a nas_aug.Budget or None, got {budget!r}")
         if sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {sampling!r}; choose one of {sorted(SAMPLINGS)}")
+        if input_shape is not None and len(input_shape) != 3:
+            raise ValueError(f"input_shape={input_shape!r} must be (channels, height, width), "
+                             "without the batch dimension")
         if not isinstance(calibration_batches, int) or calibration_batches < 1:
             raise ValueError(f"calibration_batches={calibration_batches!r} must be an int >= 1")
         self.sampling_name = sampling
-        self._sampling = (SandwichSampling(sandwich_random) if sampling == "sandwich"
-                          else UniformSampling())
+        self._sampling = SAMPLINGS[sampling](sandwich_random)
         self._counter = get_counter(counter)
         self._search_kwargs = dict(population_size=population_size, generations=generations,
                                    mutation_prob=mutation_prob, seed=seed)
@@ -87,7 +90,7 @@ class OneShotNAS(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(export_dir=str(self.export_dir), seed=self.seed)
+        return self._generate_state_key(sampling=self.sampling_name, seed=self.seed)
 
     # ---- Trainer hooks ----------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -106,15 +109,26 @@ class OneShotNAS(Callback):
             raise ValueError("OneShotNAS scores architectures on held-out data but this fit has "
                              "none: give the datamodule (or module) a val_dataloader, pass "
                              "val_dataloaders to fit, or pass OneShotNAS(heldout=loader)")
+        if self.sampling_name == "sandwich" and not pl_module.automatic_optimization:
+            raise ValueError("sampling='sandwich' adds the gradients of extra paths before the "
+                             "optimizer step, which needs automatic optimization; use "
+                             "sampling='uniform' with manual optimization")
+        self.cost_table = None
         shape = self.input_shape or getattr(self._supernet, "default_input_shape", None)
-        if shape is not None and self.cost_table is None:
+        if shape is not None:
             self._build_cost_table(tuple(shape))
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.cost_table is None:
+        if batch_idx == 0 or self.cost_table is None:
             x, _ = split_batch(batch, self.input_key, self.target_key)
-            self._build_cost_table(tuple(x.shape[1:]))
+            if self.cost_table is None:
+                self._build_cost_table(tuple(x.shape[1:]))
+            elif tuple(x.shape[1:]) != self.cost_table.input_shape:
+                raise ValueError(
+                    f"training inputs have shape {tuple(x.shape[1:])} but MACs are counted for "
+                    f"{self.cost_table.input_shape} (the space's default_input_shape); pass "
+                    f"OneShotNAS(input_shape={tuple(x.shape[1:])}) or build the space for it")
         first, *extra = self._sampling.paths(self.space, self.rng)
         activate(self._supernet, first, self.space)
         self._extra_paths = (batch, batch_idx, extra) if extra else None
@@ -126,11 +140,16 @@ class OneShotNAS(Callback):
         batch, batch_idx, extra = self._extra_paths
         self._extra_paths = None
         precision = trainer.precision_plugin
+        takes_index = is_param_in_hook_signature(pl_module.training_step, "batch_idx",
+                                                 min_args=2)
+        args = (batch, batch_idx) if takes_index else (batch,)
         for sample in extra:
             activate(self._supernet, sample, self.space)
             with _muted_logging(pl_module):
-                output = pl_module.training_step(batch, batch_idx)
+                output = trainer.strategy.training_step(*args)
             loss = output["loss"] if isinstance(output, dict) else output
+            if loss is None:  # the user skipped this batch
+                continue
             loss = precision.pre_backward(loss / trainer.accumulate_grad_batches, pl_module)
             precision.backward(loss, pl_module, None)
 
@@ -196,19 +215,33 @@ class OneShotNAS(Callback):
             raise ValueError(
                 f"{self.budget} is below the smallest sub-network of this space ({smallest} for "
                 f"inputs of shape {input_shape}); raise the budget to at least that")
+        try:  # draw the first generation now (look-ups only), so a tight budget fails early
+            self._new_search().ask()
+        except ValueError as err:
+            raise ValueError(f"{self.budget} admits too few architectures for the search "
+                             f"(the smallest costs {smallest}): {err}") from None
+
+    def _new_search(self) -> EvolutionSearch:
+        table, supernet = self.cost_table, self._supernet
+        feasible = None if self.budget is None else (lambda s: self.budget.allows(table(s)))
+        return EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs,
+                               canonical=lambda s: canonical_sample(supernet, s, self.space))
 
     def _batches(self, loader: Any, trainer: Trainer, limit: int | None = None
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         for i, batch in enumerate(loader):
             if limit is not None and i >= limit:
                 return
-            yield split_batch(trainer.strategy.batch_to_device(batch), self.input_key,
-                              self.target_key)
+            batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+            yield split_batch(batch, self.input_key, self.target_key)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         heldout = self.heldout
         if heldout is None:
             heldout = self._val_source(trainer).dataloader()
+        if isinstance(heldout, dict):
+            raise ValueError(f"the fit has several held-out loaders {sorted(heldout)}; pass the "
+                             "one to score architectures on as OneShotNAS(heldout=loader)")
         if isinstance(heldout, (list, tuple)):
             heldout = heldout[0]
         with torch.random.fork_rng(devices=[]):
@@ -221,9 +254,14 @@ class OneShotNAS(Callback):
 
         def evaluate(sample: Sample) -> float:
             activate(supernet, sample, self.space)
-            recalibrate_batch_norm(supernet, pl_module, calibration)
-            pl_module.eval()
-            return top1_accuracy(pl_module, self._batches(heldout, trainer))
+            with trainer.precision_plugin.forward_context():
+                recalibrate_batch_norm(supernet, pl_module, calibration)
+                pl_module.eval()
+                trainer.validating = True  # batch hooks see held-out data as validation data
+                try:
+                    return top1_accuracy(pl_module, self._batches(heldout, trainer))
+                finally:
+                    trainer.training = True
 
         def evaluate_and_record(sample: Sample) -> float:
             score, cost = evaluate(sample), table(sample)
@@ -232,9 +270,7 @@ class OneShotNAS(Callback):
             self._meter.sample()
             return score
 
-        feasible = None if self.budget is None else (lambda s: self.budget.allows(table(s)))
-        search = EvolutionSearch(self.space, constraint=feasible, **self._search_kwargs,
-                                 canonical=lambda s: canonical_sample(supernet, s, self.space))
+        search = self._new_search()
         search.run(evaluate_and_record, progress=self.progress and trainer.is_global_zero)
         self.search_state = search.state_dict()
         # best score first; among equal scores (common on small held-out sets) the cheapest

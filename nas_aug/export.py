@@ -103,7 +103,8 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, *input_shape)
+    weight = next(supernet.parameters(), None)
+    example = torch.zeros(1, *input_shape, dtype=torch.float32 if weight is None else weight.dtype)
     subnet = extract_subnet(supernet, sample, example)
     arch = Architecture(
         space=getattr(supernet, "space_name", None),

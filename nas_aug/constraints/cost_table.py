@@ -83,8 +83,9 @@ class CostTable:
               progress: bool = False, check: bool = True) -> CostTable:
         """Tabulate ``model`` for inputs of shape ``input_shape`` (without the batch dim).
 
-        With ``check``, the table is compared with a full count of the largest and smallest
-        sub-networks, and a mismatch (cost hidden outside the units) raises ``RuntimeError``.
+        With ``check``, the table is compared with a full count of the largest, the smallest and
+        four random sub-networks, and a mismatch (cost hidden outside the units, or a unit whose
+        input shape changes only under some mix of choices) raises ``RuntimeError``.
         """
         counter = counter or FvcoreCounter()
         model = copy.deepcopy(model).eval()
@@ -140,8 +141,10 @@ class CostTable:
                     bar.update()
                 units.append(Unit(name, labels, gates, costs))
         table = cls(space, units, input_shape, counter.name)
-        if check:
-            for sample in (space.largest(), space.smallest()):
+        if check:  # the probes' extremes, and random samples that mix candidates differently
+            rng = random.Random(1)
+            for sample in [space.largest(), space.smallest()] + [space.random(rng)
+                                                                 for _ in range(4)]:
                 subnet = extract_subnet(model, sample, example)
                 full = Cost(counter(subnet, example), count_params(subnet))
                 if full != table(sample):

@@ -88,9 +88,6 @@ class MappedChoice:
         return f"MappedChoice({self.source!r})"
 
 
-Choice = ValueChoice | MappedChoice
-
-
 def resolve(value: Any, sample: Mapping[str, Any]) -> Any:
     """``value`` under ``sample`` if it is a choice, else ``value`` itself."""
     return value.resolve(sample) if isinstance(value, (ValueChoice, MappedChoice)) else value

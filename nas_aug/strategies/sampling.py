@@ -8,12 +8,18 @@ from ..space import Sample, Space
 
 
 class UniformSampling:
-    """One uniformly random path per step (single-path one-shot, SPOS).
+    """One uniformly random path per step (single-path one-shot, SPOS). ``num_random`` is
+    accepted for a common constructor and must be 1.
 
     >>> from nas_aug.space import ValueChoice
     >>> len(UniformSampling().paths(Space([ValueChoice("k", [3, 5])]), random.Random(0)))
     1
     """
+
+    def __init__(self, num_random: int = 1):
+        if num_random != 1:
+            raise ValueError(f"uniform sampling trains one random path per step; "
+                             f"num_random={num_random!r} needs sampling='sandwich'")
 
     def paths(self, space: Space, rng: random.Random) -> list[Sample]:
         return [space.random(rng)]

@@ -1,5 +1,6 @@
 """OneShotNAS inside an ordinary fit of a LightningModule written the way Lightning's docs do."""
 
+import copy
 import json
 
 import lightning.pytorch as pl
@@ -15,7 +16,7 @@ from nas_aug.callbacks import OneShotNAS
 from nas_aug.constraints import CostTable, FvcoreCounter
 from nas_aug.data import DigitsDataModule
 from nas_aug.search_spaces import create_space
-from nas_aug.supernet import choice_modules
+from nas_aug.supernet import activate, choice_modules
 
 SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kernel_sizes=(3, 5))
 SEARCH = dict(population_size=4, generations=2, calibration_batches=2, progress=False)
@@ -157,9 +158,12 @@ def test_state_dict_round_trip_continues_path_sampling():
     assert [second.rng.random() for _ in range(5)] == [first.rng.random() for _ in range(5)]
 
 
-def test_two_instances_have_distinct_state_keys(tmp_path):
-    assert OneShotNAS(export_dir=tmp_path / "a").state_key != OneShotNAS(
-        export_dir=tmp_path / "b").state_key
+def test_state_key_tells_instances_apart_but_not_export_paths(tmp_path):
+    assert OneShotNAS(seed=1).state_key != OneShotNAS(seed=2).state_key
+    assert OneShotNAS(sampling="sandwich").state_key != OneShotNAS().state_key
+    # a resumed fit may name its export directory differently and still gets its state back
+    assert OneShotNAS(export_dir=tmp_path / "a").state_key == OneShotNAS(
+        export_dir="elsewhere").state_key
 
 
 def test_module_without_choice_modules_is_rejected():
@@ -207,8 +211,46 @@ def test_heldout_loader_can_be_given_directly(tmp_path):
     assert 0.0 <= nas.result["score"] <= 1.0
 
 
+def test_budget_admitting_too_few_architectures_fails_before_training(costs):
+    smallest = costs(costs.space.smallest()).macs
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    trainer = make_trainer([OneShotNAS(budget=Budget(macs=smallest + 1), **SEARCH)])
+    with pytest.raises(ValueError, match="admits too few architectures"):
+        trainer.fit(model, datamodule=DigitsDataModule())
+    assert trainer.global_step == 0
+
+
+def test_inputs_of_another_size_than_the_cost_table_are_rejected():
+    model = LitClassifier(create_space("mobilenet_tiny", **{**SPACE, "img_size": 16}))
+    with pytest.raises(ValueError, match=r"inputs have shape \(1, 8, 8\) but MACs are counted"):
+        make_trainer([OneShotNAS(**SEARCH)]).fit(model, datamodule=DigitsDataModule())
+
+
+def test_sandwich_step_sums_the_gradients_of_its_paths():
+    class GradientProbe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.batch, self.before = batch, copy.deepcopy(pl_module.backbone)
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.grads = [p.grad.clone() for p in pl_module.backbone.parameters()]
+
+    pl.seed_everything(0)
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    probe = GradientProbe()
+    nas = OneShotNAS(sampling="sandwich", sandwich_random=0, **SEARCH)
+    make_trainer([nas, probe], limit_train_batches=1).fit(model, datamodule=DigitsDataModule())
+    net, (x, y) = probe.before.train(), probe.batch
+    for sample in (nas.space.largest(), nas.space.smallest()):
+        activate(net, sample)
+        F.cross_entropy(net(x), y).backward()
+    for mine, expected in zip(probe.grads, (p.grad for p in net.parameters())):
+        torch.testing.assert_close(mine, expected)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(sampling="random"), "unknown sampling 'random'; choose one of"),
+    (dict(sandwich_random=2), "needs sampling='sandwich'"),
+    (dict(input_shape=(16, 1, 8, 8)), "must be \\(channels, height, width\\)"),
     (dict(budget=1_000_000), "budget must be a nas_aug.Budget"),
     (dict(calibration_batches=0), "calibration_batches=0"),
     (dict(population_size=1), "population_size"),
