@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,15 @@ class SupernetConfig:
 
 
 @dataclass
+class BudgetConfig:
+    macs: float | None = None
+    params: float | None = None
+    flops: float | None = None
+
+
+@dataclass
 class SearchConfig:
-    budget: dict[str, Any] = field(default_factory=dict)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     population_size: int = 16
     generations: int = 8
     mutation_prob: float = 0.1
@@ -102,14 +110,17 @@ class Recipe:
                 raise ValueError(f"override {item!r} must look like section.key=value")
             *parents, leaf = key.split(".")
             node = data
-            for part in parents:
+            for depth, part in enumerate(parents, 1):
                 node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"cannot apply {item!r}: {'.'.join(parents[:depth])} is "
+                                     f"{node!r}, not a section")
             node[leaf] = yaml.safe_load(value)
         return cls.from_dict(data)
 
 
-_SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, SearchConfig,
-                                        RetrainConfig, TrainerConfig)}
+_SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, BudgetConfig,
+                                        SearchConfig, RetrainConfig, TrainerConfig)}
 _SCALARS = {"int": int, "float": (int, float), "str": str}
 
 
@@ -123,14 +134,17 @@ def _build(cls, data: Any, where: str):
             raise ValueError(f"unknown key {where}.{key}{closest_match(key, fields)}; "
                              f"valid keys are {list(fields)}")
         kind = fields[key].type
+        optional = kind.endswith(" | None")
+        kind = kind.removesuffix(" | None")
         if kind == "float" and isinstance(value, str):  # YAML reads 1e-4 as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
         if kind in _SECTIONS:
             value = _build(_SECTIONS[kind], value, f"{where}.{key}")
-        elif kind in _SCALARS and (isinstance(value, bool)
-                                   or not isinstance(value, _SCALARS[kind])):
-            raise ValueError(f"{where}.{key}={value!r} must be of type {kind}")
+        elif kind in _SCALARS and not (value is None and optional) and (
+                isinstance(value, bool) or not isinstance(value, _SCALARS[kind])):
+            raise ValueError(f"{where}.{key}={value!r} must be of type {kind}"
+                             + (" or null" if optional else ""))
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -154,12 +168,18 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
     check_export_dir(out_dir, overwrite)
     if recipe.data.name not in DATASETS:
         raise ValueError(f"unknown dataset {recipe.data.name!r}; choose one of {sorted(DATASETS)}")
+    accepted = set(inspect.signature(DATASETS[recipe.data.name]).parameters) - {"seed"}
+    unknown = sorted(set(recipe.data.kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"data.kwargs {unknown} are not accepted by dataset "
+                         f"{recipe.data.name!r}; it accepts {sorted(accepted)}")
     start = time.perf_counter()
     pl.seed_everything(recipe.seed, verbose=False)
     datamodule = DATASETS[recipe.data.name](seed=recipe.seed, **recipe.data.kwargs)
     supernet = create_space(recipe.space.name, **recipe.space.kwargs)
     search = recipe.search
-    nas = OneShotNAS(budget=Budget(**search.budget) if search.budget else None,
+    limits = {k: v for k, v in dataclasses.asdict(search.budget).items() if v is not None}
+    nas = OneShotNAS(budget=Budget(**limits) if limits else None,
                      export_dir=out_dir, sampling=recipe.supernet.sampling,
                      sandwich_random=recipe.supernet.sandwich_random,
                      population_size=search.population_size, generations=search.generations,

@@ -35,9 +35,10 @@ def test_every_shipped_recipe_parses():
 
 def test_run_recipe_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", str(RECIPE), "--out", str(out), *overrides(TINY)]) == 0
+    budget = ["search.budget.macs=5e5"]  # written as in the README; YAML reads 5e5 as text
+    assert main(["run", str(RECIPE), "--out", str(out), *overrides(TINY + budget)]) == 0
     arch = json.loads((out / "architecture.json").read_text())
-    assert arch["macs"] <= 600_000
+    assert arch["macs"] <= 500_000 and arch["budget"]["macs"] == 500_000
     results = (out / "results.md").read_text()
     for row in ("searched, inherited weights", "searched, retrained from scratch",
                 "largest, retrained from scratch", "smallest, retrained from scratch"):
@@ -58,6 +59,11 @@ def test_run_recipe_end_to_end(tmp_path, capsys):
     ("space.name=resnet", "unknown space 'resnet'"),
     ("supernet.sampling=greedy", "unknown sampling 'greedy'"),
     ("search.budget={macs: 10}", "below the smallest sub-network"),
+    ("search.budget={mac: 5}", "unknown key recipe.search.budget.mac (did you mean 'macs'?)"),
+    ("search.budget=600000", "recipe.search.budget must be a mapping"),
+    ("search.budget.macs=lots", "recipe.search.budget.macs='lots' must be of type float or null"),
+    ("name.x=1", "cannot apply 'name.x=1': name is"),
+    ("data.kwargs={size: 8}", "data.kwargs ['size'] are not accepted by dataset 'digits'"),
 ])
 def test_bad_recipe_values_are_reported(tmp_path, capsys, item, message):
     code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"),
