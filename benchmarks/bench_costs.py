@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import math
 import os
 import platform
@@ -22,7 +23,9 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,13 +53,14 @@ def timed(fn, *args):
 def bench_sample_cost(net: nn.Module, shape: tuple[int, ...], n: int, seed: int
                       ) -> tuple[CostTable, dict]:
     """The built table, and median seconds per sample of each way to cost a sample over ``n``
-    seeded random samples (plus the build time and torch's share of fvcore's MACs)."""
+    seeded random samples (plus the build time, torch's share of fvcore's MACs, and
+    ``mismatches``: a line per sample where the table disagrees with fvcore)."""
     table, build_s = timed(CostTable.build, net, shape)
     fvcore, torch_counter = FvcoreCounter(), TorchCounter()
     example = torch.zeros(1, *shape)
     rng = random.Random(seed)
     times: dict[str, list[float]] = {"table": [], "extract": [], "fvcore": [], "torch": []}
-    torch_share = []
+    torch_share, mismatches = [], []
     for _ in range(n):
         sample = table.space.random(rng)
         cost, t_table = timed(table, sample)
@@ -65,38 +69,50 @@ def bench_sample_cost(net: nn.Module, shape: tuple[int, ...], n: int, seed: int
         torch_macs, t_torch = timed(torch_counter, subnet, example)
         counted = Cost(macs, count_params(subnet))
         if cost != counted:
-            raise RuntimeError(f"CostTable gives {cost} but fvcore counts {counted} for {sample}")
+            mismatches.append(f"CostTable gives {cost} but fvcore counts {counted} for {sample}")
         torch_share.append(torch_macs / macs)
         times["table"].append(t_table)
         times["extract"].append(t_extract)
         times["fvcore"].append(t_extract + t_fvcore)
         times["torch"].append(t_extract + t_torch)
     median = {k: statistics.median(v) for k, v in times.items()}
-    return table, dict(median, build=build_s, torch_share=(min(torch_share), max(torch_share)))
+    return table, dict(median, build=build_s, torch_share=(min(torch_share), max(torch_share)),
+                       mismatches=mismatches)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor) -> None:
+    """One training step: forward, cross-entropy, backward, optimizer step."""
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def interleaved_times(steps: dict[Any, Callable[[], object]], repeats: int, warmup: int
+                      ) -> dict[Any, list[float]]:
+    """Seconds of each call of every step, the steps run in turn (one call each per round) so
+    that a load change on the machine hits them all alike; the first ``warmup`` rounds dropped."""
+    times: dict[Any, list[float]] = {key: [] for key in steps}
+    for r in range(warmup + repeats):
+        for key, step in steps.items():
+            _, seconds = timed(step)
+            if r >= warmup:
+                times[key].append(seconds)
+    return times
 
 
 def bench_train_step(net: nn.Module, sample: dict, shape: tuple[int, ...], repeats: int,
                      warmup: int) -> dict[str, float]:
     """Median seconds per training step of ``sample``'s path, per memory format (interleaved)."""
     x, y = torch.randn(BATCH, *shape), torch.randint(0, 10, (BATCH,))
-    runs = {}
+    steps = {}
     for name, fmt in FORMATS.items():
         model = copy.deepcopy(net).to(memory_format=fmt).train()
         activate(model, sample)
-        runs[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3),
-                      x.contiguous(memory_format=fmt))
-    times: dict[str, list[float]] = {name: [] for name in FORMATS}
-
-    def step(model, opt, inputs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(inputs), y).backward()
-        opt.step()
-
-    for r in range(warmup + repeats):
-        for name, run in runs.items():
-            _, seconds = timed(step, *run)
-            if r >= warmup:
-                times[name].append(seconds)
+        steps[name] = functools.partial(train_step, model,
+                                        torch.optim.AdamW(model.parameters(), lr=1e-3),
+                                        x.contiguous(memory_format=fmt), y)
+    times = interleaved_times(steps, repeats, warmup)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -148,6 +164,8 @@ def main() -> None:
     for name, (kwargs, shape) in SPACES.items():
         net = create_space("mobilenet_tiny", **kwargs)
         table, c = bench_sample_cost(net, shape, n_samples, args.seed)
+        if c["mismatches"]:
+            raise RuntimeError(c["mismatches"][0])
         gain = c["fvcore"] - c["table"]
         break_even = math.ceil(c["build"] / gain) if gain > 0 else "never"
         cost_rows.append(

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure speed and quality and write tables (not tests)."""
