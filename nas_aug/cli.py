@@ -17,6 +17,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .formats import export_format
+
+    for fmt in args.format:
+        path, difference = export_format(args.directory, fmt)
+        print(f"{path}  (max |difference| to the PyTorch sub-network: {difference:.2e})")
+    return 0
+
+
 def _spaces(args: argparse.Namespace) -> int:
     from .search_spaces import create_space, list_spaces
     from .supernet import space_of
@@ -42,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a recipe value, e.g. --set supernet.epochs=5")
     run.set_defaults(func=_run)
+    export = commands.add_parser("export", help="write an exported sub-network in other formats")
+    export.add_argument("directory", help="a directory holding architecture.json")
+    export.add_argument("--format", nargs="+", required=True,
+                        choices=["torchscript", "onnx", "pt2"],
+                        help="torchscript, onnx (checked with onnxruntime) or pt2 (torch.export)")
+    export.set_defaults(func=_export)
     spaces = commands.add_parser("spaces", help="list the registered search spaces")
     spaces.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
     spaces.set_defaults(func=_spaces)
@@ -52,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, ImportError, RuntimeError) as err:
         print(f"nas-aug: error: {err}", file=sys.stderr)
         return 2
 

@@ -69,7 +69,7 @@ _FILE_MODE = _umask_file_mode()
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=path.suffix)
     os.close(fd)
     try:
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the usual umask mode
