@@ -1,0 +1,266 @@
+"""The op table: every augmentation op a policy may name, and how its magnitude maps to a parameter.
+
+A magnitude ``m`` lies in ``[0, 1]``; ``1.0`` is the strongest setting. Each op turns ``m`` into
+its parameter linearly, ``start + (end - start) * m``; a *signed* op flips the offset from
+``start`` with a sign drawn per sample (``start + sign * (end - start) * m``). The ranges follow
+torchvision's ``_augmentation_space`` for AutoAugment / RandAugment (its 10 or 31 magnitude bins
+become ``bin / (bins - 1)`` here). The ops work per sample on a batch of float images in
+``[0, 1]`` and are built on ``kornia.enhance`` and ``kornia.geometry.transform``.
+
+=============  ==========================================  =========  ========  ========
+name           parameter                                   m = 0      m = 1     channels
+=============  ==========================================  =========  ========  ========
+identity       (none)                                      --         --        any
+auto_contrast  (none) per-channel min-max stretch          --         --        any
+equalize       (none) per-channel histogram equalisation   --         --        any
+invert         (none) ``1 - x``                            --         --        any
+rotate         angle in degrees, signed                    0          +-30      any
+shear_x        shear factor about pixel (0, 0), signed     0          +-0.3     any
+shear_y        shear factor about pixel (0, 0), signed     0          +-0.3     any
+translate_x    shift as a fraction of the width, signed    0          +-0.453   any
+translate_y    shift as a fraction of the height, signed   0          +-0.453   any
+brightness     blend factor with black, signed             1          1 +- 0.9  any
+color          blend factor with grey (saturation), signed 1          1 +- 0.9  1 or 3
+contrast       blend factor with the mean grey, signed     1          1 +- 0.9  any
+sharpness      blend factor with a blurred copy, signed    1          1 +- 0.9  any
+posterize      bits kept, rounded to an integer            8          4         any
+solarize       threshold, pixels at or above it inverted   256/255    0         any
+=============  ==========================================  =========  ========  ========
+
+``color`` needs RGB: on 1-channel images it is the identity (a grey image has no saturation to
+change; PIL does the same), and on any other channel count it raises ``ValueError``. The
+translate range is torchvision's ``150 / 331`` of the image side. ``equalize`` follows PIL, so a
+plane of at most 255 pixels (an 8 x 8 digit, say) comes back unchanged. Geometric ops fill
+uncovered pixels with 0 and sample bilinearly. ``solarize`` at ``m = 0`` inverts nothing (the
+threshold sits above every 8-bit level) and at ``m = 1`` inverts everything.
+
+>>> import torch
+>>> images = torch.full((2, 1, 4, 4), 0.25)
+>>> OPS["brightness"].parameter(torch.tensor([1.0, 1.0]), torch.tensor([1.0, -1.0]))
+tensor([1.9000, 0.1000])
+>>> OPS["invert"].apply(images, torch.zeros(2), torch.ones(2))[:, 0, 0, 0]
+tensor([0.7500, 0.7500])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from kornia import enhance
+from kornia.geometry import transform
+from torch import Tensor
+
+from ..space.choice import closest_match
+
+__all__ = ["AUTOAUGMENT_OPS", "OPS", "OP_NAMES", "RANDAUGMENT_OPS", "Op", "get_op", "suggest"]
+
+# torchvision's translate range for AutoAugment and RandAugment: 150 px on a 331 px image
+TRANSLATE_FRACTION = 150.0 / 331.0
+
+
+def _per_sample(value: Tensor, images: Tensor) -> Tensor:
+    """A ``(B,)`` tensor on the images' device and dtype."""
+    return value.to(device=images.device, dtype=images.dtype)
+
+
+def _identity(images: Tensor, _: Tensor | None) -> Tensor:
+    return images
+
+
+def _auto_contrast(images: Tensor, _: Tensor | None) -> Tensor:
+    # as PIL / torchvision: a constant plane is left alone (kornia's normalize_min_max blackens it)
+    low = images.amin(dim=(-2, -1), keepdim=True)
+    high = images.amax(dim=(-2, -1), keepdim=True)
+    flat = high <= low
+    scale = torch.where(flat, torch.ones_like(high), 1.0 / (high - low).clamp_min(1e-12))
+    low = torch.where(flat, torch.zeros_like(low), low)
+    return ((images - low) * scale).clamp(0.0, 1.0)
+
+
+def _equalize(images: Tensor, _: Tensor | None) -> Tensor:
+    return enhance.equalize(images)
+
+
+def _invert(images: Tensor, _: Tensor | None) -> Tensor:
+    return enhance.invert(images)
+
+
+def _rotate(images: Tensor, degrees: Tensor) -> Tensor:
+    return transform.rotate(images, _per_sample(degrees, images), align_corners=True)
+
+
+def _shear(axis: int) -> Callable[[Tensor, Tensor], Tensor]:
+    def shear(images: Tensor, factor: Tensor) -> Tensor:
+        amount = torch.zeros(images.shape[0], 2, device=images.device, dtype=images.dtype)
+        amount[:, axis] = _per_sample(factor, images)
+        return transform.shear(images, amount, align_corners=True)
+
+    return shear
+
+
+def _translate(axis: int) -> Callable[[Tensor, Tensor], Tensor]:
+    def translate(images: Tensor, fraction: Tensor) -> Tensor:
+        side = images.shape[-1] if axis == 0 else images.shape[-2]
+        shift = torch.zeros(images.shape[0], 2, device=images.device, dtype=images.dtype)
+        shift[:, axis] = _per_sample(fraction, images) * side
+        return transform.translate(images, shift, align_corners=True)
+
+    return translate
+
+
+def _brightness(images: Tensor, factor: Tensor) -> Tensor:
+    # PIL's Brightness: a blend with black (kornia's adjust_brightness adds instead)
+    return enhance.adjust_brightness_accumulative(images, _per_sample(factor, images))
+
+
+def _color(images: Tensor, factor: Tensor) -> Tensor:
+    # PIL's Color: a blend with the grey image; identity on 1-channel images
+    return enhance.adjust_saturation_with_gray_subtraction(images, _per_sample(factor, images))
+
+
+def _contrast(images: Tensor, factor: Tensor) -> Tensor:
+    # PIL's Contrast: a blend with the mean grey level (kornia's adjust_contrast only scales)
+    return enhance.adjust_contrast_with_mean_subtraction(images, _per_sample(factor, images))
+
+
+def _sharpness(images: Tensor, factor: Tensor) -> Tensor:
+    return enhance.sharpness(images, _per_sample(factor, images))
+
+
+def _posterize(images: Tensor, bits: Tensor) -> Tensor:
+    return enhance.posterize(images, bits.round().long().to(images.device))
+
+
+def _solarize(images: Tensor, threshold: Tensor) -> Tensor:
+    return enhance.solarize(images, _per_sample(threshold, images))
+
+
+@dataclass(frozen=True)
+class Op:
+    """One augmentation op: its kernel and how a magnitude in ``[0, 1]`` becomes its parameter.
+
+    ``value_range`` is the parameter at magnitude 0 and at magnitude 1 (``None`` for ops without
+    a magnitude); a signed op moves away from the first value in either direction.
+    ``channels`` lists the channel counts the op supports (``None``: any); ``min_size`` is the
+    smallest image side it works on.
+
+    >>> import torch
+    >>> rotate = OPS["rotate"]
+    >>> rotate.value_range, rotate.signed
+    ((0.0, 30.0), True)
+    >>> rotate.parameter(torch.tensor([0.5, 1.0]), torch.tensor([1.0, -1.0]))
+    tensor([ 15., -30.])
+    >>> rotate.apply(torch.rand(2, 3, 8, 8), torch.tensor([0.5, 1.0]), torch.ones(2)).shape
+    torch.Size([2, 3, 8, 8])
+    """
+
+    name: str
+    kernel: Callable[[Tensor, Tensor | None], Tensor]
+    value_range: tuple[float, float] | None = None
+    signed: bool = False
+    unit: str = ""
+    channels: tuple[int, ...] | None = None
+    min_size: int = 1
+
+    @property
+    def has_magnitude(self) -> bool:
+        return self.value_range is not None
+
+    def parameter(self, magnitude: Tensor, sign: Tensor) -> Tensor | None:
+        """The op's parameter for each sample (``None`` for ops without a magnitude)."""
+        if self.value_range is None:
+            return None
+        start, end = self.value_range
+        offset = (end - start) * magnitude.to(torch.float64)
+        if self.signed:
+            offset = offset * sign.to(torch.float64)
+        return (start + offset).to(magnitude.dtype if magnitude.is_floating_point()
+                                   else torch.get_default_dtype())
+
+    def check_images(self, images: Tensor) -> None:
+        """Raise ``ValueError`` if the op cannot work on images of this shape."""
+        channels, height, width = images.shape[-3:]
+        if self.channels is not None and channels not in self.channels:
+            raise ValueError(f"op {self.name!r} works on images with {_or(self.channels)} "
+                             f"channels, got {channels} channels")
+        if min(height, width) < self.min_size:
+            raise ValueError(f"op {self.name!r} needs images of at least {self.min_size} x "
+                             f"{self.min_size} pixels, got {height} x {width}")
+
+    def apply(self, images: Tensor, magnitude: Tensor, sign: Tensor) -> Tensor:
+        """Apply the op to a ``(B, C, H, W)`` batch with one magnitude and sign per sample.
+
+        ``images`` are float values in ``[0, 1]``; ``magnitude`` is a ``(B,)`` tensor in
+        ``[0, 1]``, ``sign`` a ``(B,)`` tensor of ``+1`` / ``-1`` (ignored by unsigned ops).
+        """
+        self.check_images(images)
+        if images.shape[0] == 0:
+            return images
+        return self.kernel(images, self.parameter(magnitude, sign))
+
+
+def _or(values: Iterable[int]) -> str:
+    values = [str(v) for v in values]
+    return " or ".join(values) if len(values) < 3 else ", ".join(values[:-1]) + " or " + values[-1]
+
+
+_ENHANCE = (1.0, 1.9)
+_TABLE = (
+    Op("identity", _identity),
+    Op("auto_contrast", _auto_contrast),
+    Op("equalize", _equalize),
+    Op("invert", _invert),
+    Op("rotate", _rotate, (0.0, 30.0), signed=True, unit="degrees"),
+    Op("shear_x", _shear(0), (0.0, 0.3), signed=True, unit="shear factor"),
+    Op("shear_y", _shear(1), (0.0, 0.3), signed=True, unit="shear factor"),
+    Op("translate_x", _translate(0), (0.0, TRANSLATE_FRACTION), signed=True,
+       unit="fraction of the width"),
+    Op("translate_y", _translate(1), (0.0, TRANSLATE_FRACTION), signed=True,
+       unit="fraction of the height"),
+    Op("brightness", _brightness, _ENHANCE, signed=True, unit="factor"),
+    Op("color", _color, _ENHANCE, signed=True, unit="factor", channels=(1, 3)),
+    Op("contrast", _contrast, _ENHANCE, signed=True, unit="factor"),
+    Op("sharpness", _sharpness, _ENHANCE, signed=True, unit="factor", min_size=3),
+    Op("posterize", _posterize, (8.0, 4.0), unit="bits"),
+    Op("solarize", _solarize, (256.0 / 255.0, 0.0), unit="threshold"),
+)
+
+OPS: dict[str, Op] = {op.name: op for op in _TABLE}
+OP_NAMES: tuple[str, ...] = tuple(OPS)
+# the RandAugment paper's 14 ops (TrivialAugment uses the same set)
+RANDAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES if name != "invert")
+# the ops the published AutoAugment policies use
+AUTOAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES if name != "identity")
+
+
+def _normalise(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def suggest(name: str, valid: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest valid name, or ``""``.
+
+    Spelling variants (``"ShearX"``, ``"auto-contrast"``) find their op first.
+
+    >>> suggest("ShearX", OP_NAMES)
+    " (did you mean 'shear_x'?)"
+    """
+    valid = list(valid)
+    for candidate in valid:
+        if _normalise(candidate) == _normalise(name):
+            return f" (did you mean {candidate!r}?)"
+    return closest_match(name, valid)
+
+
+def get_op(name: str) -> Op:
+    """The op called ``name``; an unknown name raises ``ValueError`` listing the valid ones.
+
+    >>> get_op("rotate").unit
+    'degrees'
+    """
+    if not isinstance(name, str) or name not in OPS:
+        hint = suggest(name, OP_NAMES) if isinstance(name, str) else ""
+        raise ValueError(f"unknown augmentation op {name!r}{hint}; valid ops are {list(OP_NAMES)}")
+    return OPS[name]
