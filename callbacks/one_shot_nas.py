@@ -26,7 +26,7 @@ from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
 
 
-def find_supernet(pl_module: nn.Module) -> nn.Module:
+def _find_supernet(pl_module: nn.Module) -> nn.Module:
     """The module built by ``create_space`` inside ``pl_module``, else ``pl_module`` itself."""
     for module in pl_module.modules():
         if hasattr(module, "space_name"):
@@ -96,7 +96,7 @@ class OneShotNAS(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
-        self._supernet = find_supernet(pl_module)
+        self._supernet = _find_supernet(pl_module)
         self.space = space_of(self._supernet)
         if not self.space.labels:
             raise ValueError(
