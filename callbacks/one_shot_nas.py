@@ -43,7 +43,7 @@ class OneShotNAS(Callback):
     The held-out data is the fit's validation data unless ``heldout`` (a dataloader) is given.
     Candidates are scored by top-1 accuracy of ``pl_module(inputs)``; batches are ``(x, y)``
     tuples or dicts (``input_key`` / ``target_key``). While fitting, validation runs the
-    largest path.
+    largest path, its batch-norm statistics recalibrated on the epoch's first training batches.
 
     >>> from nas_aug import Budget
     >>> callback = OneShotNAS(budget=Budget(macs=1_000_000), export_dir="out", generations=4)
@@ -87,6 +87,7 @@ class OneShotNAS(Callback):
         self.train_seconds = 0.0  # supernet training time, summed over resumed fits
         self._supernet: nn.Module | None = None
         self._extra_paths: tuple[Any, int, list[Sample]] | None = None
+        self._recent_inputs: list[torch.Tensor] = []  # this epoch's first training inputs
 
     @property
     def state_key(self) -> str:
@@ -120,6 +121,8 @@ class OneShotNAS(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if batch_idx == 0:
+            self._recent_inputs = []
         if batch_idx == 0 or self.cost_table is None:
             x, _ = split_batch(batch, self.input_key, self.target_key)
             if self.cost_table is None:
@@ -129,6 +132,9 @@ class OneShotNAS(Callback):
                     f"training inputs have shape {tuple(x.shape[1:])} but MACs are counted for "
                     f"{self.cost_table.input_shape} (the space's default_input_shape); pass "
                     f"OneShotNAS(input_shape={tuple(x.shape[1:])}) or build the space for it")
+        if len(self._recent_inputs) < self.calibration_batches:
+            x, _ = split_batch(batch, self.input_key, self.target_key)
+            self._recent_inputs.append(x.detach())
         first, *extra = self._sampling.paths(self.space, self.rng)
         activate(self._supernet, first, self.space)
         self._extra_paths = (batch, batch_idx, extra) if extra else None
@@ -154,8 +160,15 @@ class OneShotNAS(Callback):
             precision.backward(loss, pl_module, None)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            activate(self._supernet, self.space.largest(), self.space)
+        """While fitting, validate the largest path with batch-norm statistics of its own
+        (recalibrated on this epoch's first training batches; training itself uses batch
+        statistics, so this changes no weight)."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        activate(self._supernet, self.space.largest(), self.space)
+        if self._recent_inputs:
+            with trainer.precision_plugin.forward_context():
+                recalibrate_batch_norm(self._supernet, pl_module, self._recent_inputs)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._meter = EnergyMeter(pl_module.device, trainer.num_devices)

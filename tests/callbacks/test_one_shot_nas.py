@@ -16,6 +16,7 @@ from nas_aug.callbacks import OneShotNAS
 from nas_aug.constraints import CostTable, FvcoreCounter
 from nas_aug.data import DigitsDataModule
 from nas_aug.search_spaces import create_space
+from nas_aug.strategies.evaluation import recalibrate_batch_norm
 from nas_aug.supernet import activate, choice_modules
 
 SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kernel_sizes=(3, 5))
@@ -259,3 +260,28 @@ def test_sandwich_step_sums_the_gradients_of_its_paths():
 def test_bad_arguments_are_rejected_up_front(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OneShotNAS(**kwargs)
+
+
+def test_validation_during_fit_uses_recalibrated_statistics_of_the_largest_path():
+    class Probe(pl.Callback):  # placed before OneShotNAS: sees the model before recalibration
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                self.inputs = []
+            self.inputs.append(batch[0].clone())
+
+        def on_validation_start(self, trainer, pl_module):
+            self.before = copy.deepcopy(pl_module.backbone)
+
+        def on_validation_end(self, trainer, pl_module):
+            self.after = {k: v.clone() for k, v in pl_module.backbone.state_dict().items()}
+
+    pl.seed_everything(0)
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    probe = Probe()
+    nas = OneShotNAS(**{**SEARCH, "calibration_batches": 3})
+    make_trainer([probe, nas], num_sanity_val_steps=0).fit(model, datamodule=DigitsDataModule())
+    expected = probe.before
+    activate(expected, nas.space.largest())
+    recalibrate_batch_norm(expected, expected, probe.inputs[:3])
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(probe.after[key], value, msg=key)
