@@ -25,3 +25,16 @@ def calibrate(net: nn.Module, input_shape, seed: int = 0) -> nn.Module:
     for norm in norms:
         norm.momentum = 0.1
     return net.eval()
+
+
+def split_tensors(datamodule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images and labels of one split ("train", "heldout" or "test") of a datamodule."""
+    loader = {"train": datamodule.train_dataloader, "heldout": datamodule.val_dataloader,
+              "test": datamodule.test_dataloader}[split]()
+    images, labels = zip(*loader)
+    return torch.cat(images), torch.cat(labels)
+
+
+def image_rows(images: torch.Tensor) -> list[bytes]:
+    """Each image as bytes, to compare splits by content."""
+    return [row.numpy().tobytes() for row in images.reshape(len(images), -1)]

@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import image_rows, split_tensors
 from torch.nn import functional as F
 
 from nas_aug.data import CIFAR10DataModule, EpochSeededSampler
@@ -49,17 +50,6 @@ def fake_root(tmp_path, monkeypatch):
     return tmp_path, write_cifar_root(tmp_path)
 
 
-def _split(dm, split):
-    loader = {"train": dm.train_dataloader, "heldout": dm.val_dataloader,
-              "test": dm.test_dataloader}[split]()
-    images, labels = zip(*loader)
-    return torch.cat(images), torch.cat(labels)
-
-
-def _rows(images) -> list[bytes]:
-    return [row.numpy().tobytes() for row in images.reshape(len(images), -1)]
-
-
 def _datamodule(root, **kwargs):
     dm = CIFAR10DataModule(root, batch_size=16, **kwargs)
     dm.setup()
@@ -71,10 +61,10 @@ def test_splits_are_disjoint_stratified_and_keep_image_layout(fake_root):
     dm = _datamodule(root)
     assert dm.sizes == {"train": 180, "heldout": 20, "test": 30}
     assert dm.input_shape == (3, 32, 32)
-    official = {name: dict(zip(_rows(torch.from_numpy(images).float() / 255), labels))
+    official = {name: dict(zip(image_rows(torch.from_numpy(images).float() / 255), labels))
                 for name, (images, labels) in arrays.items()}
-    split = {name: _split(dm, name) for name in SPLITS}
-    train_rows, heldout_rows = _rows(split["train"][0]), _rows(split["heldout"][0])
+    split = {name: split_tensors(dm, name) for name in SPLITS}
+    train_rows, heldout_rows = image_rows(split["train"][0]), image_rows(split["heldout"][0])
     assert not set(train_rows) & set(heldout_rows)
     assert set(train_rows) | set(heldout_rows) == set(official["train"])
     for name, source in (("train", "train"), ("heldout", "train"), ("test", "test")):
@@ -82,7 +72,7 @@ def test_splits_are_disjoint_stratified_and_keep_image_layout(fake_root):
         assert images.dtype == torch.float32 and labels.dtype == torch.int64
         assert images.shape[1:] == (3, 32, 32)
         # content (in the file's CHW order, scaled by 1/255) and label both match the file
-        assert [official[source][row] for row in _rows(images)] == labels.tolist()
+        assert [official[source][row] for row in image_rows(images)] == labels.tolist()
     for name, per_class in (("train", 18), ("heldout", 2), ("test", 3)):
         assert torch.bincount(split[name][1]).tolist() == [per_class] * 10
     assert isinstance(dm.train_dataloader().sampler, EpochSeededSampler)
@@ -93,7 +83,7 @@ def test_fractions_take_stratified_subsets(fake_root):
                      test_fraction=2 / 3)
     assert dm.sizes == {"train": 40, "heldout": 40, "test": 20}
     for name, per_class in (("train", 4), ("heldout", 4), ("test", 2)):
-        assert torch.bincount(_split(dm, name)[1]).tolist() == [per_class] * 10
+        assert torch.bincount(split_tensors(dm, name)[1]).tolist() == [per_class] * 10
 
 
 def test_grey_and_resize(fake_root):
@@ -102,12 +92,12 @@ def test_grey_and_resize(fake_root):
     dm = _datamodule(root, img_size=16, channels=1)
     assert dm.input_shape == (1, 16, 16)
     for name in SPLITS:
-        images = _split(dm, name)[0]
+        images = split_tensors(dm, name)[0]
         assert images.shape == (dm.sizes[name], 1, 16, 16)
         assert images.min() >= 0 and images.max() <= 1
-    grey = _split(colour, "test")[0].mean(dim=1, keepdim=True)
+    grey = split_tensors(colour, "test")[0].mean(dim=1, keepdim=True)
     expected = F.interpolate(grey, size=(16, 16), mode="bilinear", antialias=True)
-    torch.testing.assert_close(_split(dm, "test")[0], expected.clamp(0, 1))
+    torch.testing.assert_close(split_tensors(dm, "test")[0], expected.clamp(0, 1))
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import image_rows, split_tensors
 from torch.nn import functional as F
 
 from nas_aug.data import EpochSeededSampler, FashionMNISTDataModule
@@ -42,17 +43,6 @@ def write_fashion_root(folder: Path, n_train=200, n_test=50, gz=True, seed=0):
 @pytest.fixture
 def fake_root(tmp_path):
     return tmp_path, write_fashion_root(tmp_path)
-
-
-def _split(dm, split):
-    loader = {"train": dm.train_dataloader, "heldout": dm.val_dataloader,
-              "test": dm.test_dataloader}[split]()
-    images, labels = zip(*loader)
-    return torch.cat(images), torch.cat(labels)
-
-
-def _rows(images) -> list[bytes]:
-    return [row.numpy().tobytes() for row in images.reshape(len(images), -1)]
 
 
 def _datamodule(root, **kwargs):
@@ -110,16 +100,16 @@ def test_splits_are_disjoint_stratified_and_come_from_the_right_files(fake_root)
     root, arrays = fake_root
     dm = _datamodule(root)
     assert dm.sizes == {"train": 180, "heldout": 20, "test": 50}
-    split = {name: _split(dm, name) for name in SPLITS}
-    train_rows, heldout_rows = _rows(split["train"][0]), _rows(split["heldout"][0])
-    official = {name: dict(zip(_rows(torch.from_numpy(images / 255).float()), labels))
+    split = {name: split_tensors(dm, name) for name in SPLITS}
+    train_rows, heldout_rows = image_rows(split["train"][0]), image_rows(split["heldout"][0])
+    official = {name: dict(zip(image_rows(torch.from_numpy(images / 255).float()), labels))
                 for name, (images, labels) in arrays.items()}
     assert not set(train_rows) & set(heldout_rows)
     assert set(train_rows) | set(heldout_rows) == set(official["train"])
-    assert set(_rows(split["test"][0])) == set(official["t10k"])
+    assert set(image_rows(split["test"][0])) == set(official["t10k"])
     for name, source in (("train", "train"), ("heldout", "train"), ("test", "t10k")):
         images, labels = split[name]
-        assert [official[source][row] for row in _rows(images)] == labels.tolist()
+        assert [official[source][row] for row in image_rows(images)] == labels.tolist()
     for name, per_class in (("train", 18), ("heldout", 2), ("test", 5)):
         assert torch.bincount(split[name][1]).tolist() == [per_class] * 10
 
@@ -129,21 +119,24 @@ def test_fractions_take_stratified_subsets(fake_root):
     dm = _datamodule(root, heldout_fraction=0.2, train_fraction=0.5, test_fraction=0.4)
     assert dm.sizes == {"train": 80, "heldout": 40, "test": 20}
     for name, per_class in (("train", 8), ("heldout", 4), ("test", 2)):
-        assert torch.bincount(_split(dm, name)[1]).tolist() == [per_class] * 10
+        assert torch.bincount(split_tensors(dm, name)[1]).tolist() == [per_class] * 10
     full = _datamodule(root, heldout_fraction=0.2)
-    assert set(_rows(_split(full, "heldout")[0])) == set(_rows(_split(dm, "heldout")[0]))
-    assert set(_rows(_split(dm, "train")[0])) < set(_rows(_split(full, "train")[0]))
+    def rows(datamodule, split):
+        return set(image_rows(split_tensors(datamodule, split)[0]))
+
+    assert rows(full, "heldout") == rows(dm, "heldout")
+    assert rows(dm, "train") < rows(full, "train")
 
 
 def test_images_are_float_in_unit_range_with_native_shape(fake_root):
     root, arrays = fake_root
     dm = _datamodule(root, test_fraction=1.0)
-    images, labels = _split(dm, "test")
+    images, labels = split_tensors(dm, "test")
     assert dm.input_shape == (1, 28, 28) and dm.num_classes == 10
     assert images.dtype == torch.float32 and labels.dtype == torch.int64
     assert images.shape == (50, 1, 28, 28)
     expected = torch.from_numpy(arrays["t10k"][0]).float().div(255)
-    assert set(_rows(images)) == set(_rows(expected))
+    assert set(image_rows(images)) == set(image_rows(expected))
 
 
 def test_resize_and_channel_tiling(fake_root):
@@ -152,14 +145,14 @@ def test_resize_and_channel_tiling(fake_root):
     dm = _datamodule(root, img_size=16, channels=3)
     assert dm.input_shape == (3, 16, 16)
     for name in SPLITS:
-        images = _split(dm, name)[0]
+        images = split_tensors(dm, name)[0]
         assert images.shape == (dm.sizes[name], 3, 16, 16)
         assert images.min() >= 0 and images.max() <= 1
         assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
     # same split, and each image is the antialiased bilinear resize of the original
-    source = _split(plain, "heldout")[0]
+    source = split_tensors(plain, "heldout")[0]
     expected = F.interpolate(source, size=(16, 16), mode="bilinear", antialias=True)
-    torch.testing.assert_close(_split(dm, "heldout")[0][:, :1], expected.clamp(0, 1))
+    torch.testing.assert_close(split_tensors(dm, "heldout")[0][:, :1], expected.clamp(0, 1))
 
 
 def test_plain_files_and_torchvisions_raw_layout_are_found(tmp_path):
@@ -207,8 +200,9 @@ def test_mismatched_files_are_rejected(tmp_path):
 
 def test_split_depends_only_on_seed_and_training_order_is_epoch_seeded(fake_root):
     root, _ = fake_root
-    heldout = {seed: _rows(_split(_datamodule(root, seed=seed), "heldout")[0]) for seed in (1, 2)}
-    assert heldout[1] == _rows(_split(_datamodule(root, seed=1), "heldout")[0])
+    heldout = {seed: image_rows(split_tensors(_datamodule(root, seed=seed), "heldout")[0])
+               for seed in (1, 2)}
+    assert heldout[1] == image_rows(split_tensors(_datamodule(root, seed=1), "heldout")[0])
     assert set(heldout[1]) != set(heldout[2])
     sampler = _datamodule(root, seed=4).train_dataloader().sampler
     assert isinstance(sampler, EpochSeededSampler) and sampler.seed == 4
