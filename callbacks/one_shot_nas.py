@@ -110,6 +110,11 @@ class OneShotNAS(Callback):
             raise ValueError("OneShotNAS scores architectures on held-out data but this fit has "
                              "none: give the datamodule (or module) a val_dataloader, pass "
                              "val_dataloaders to fit, or pass OneShotNAS(heldout=loader)")
+        if trainer.world_size > 1:
+            raise ValueError(
+                f"OneShotNAS runs on one process for now, but this fit has world_size="
+                f"{trainer.world_size}: each rank would search on its own shard and could pick a "
+                "different architecture. Use devices=1 (multi-process search is planned)")
         if self.sampling_name == "sandwich" and not pl_module.automatic_optimization:
             raise ValueError("sampling='sandwich' adds the gradients of extra paths before the "
                              "optimizer step, which needs automatic optimization; use "
