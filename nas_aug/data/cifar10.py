@@ -1,4 +1,4 @@
-"""CIFAR-10 as a LightningDataModule, read with torchvision."""
+"""CIFAR-10 as a LightningDataModule, read from the binary release (no pickle)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,48 @@ import numpy as np
 
 from nas_aug.data._arrays import ArrayDataModule, Arrays
 
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+FOLDER = "cifar-10-batches-bin"
+TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+TEST_FILE = "test_batch.bin"
+RECORD = 1 + 3 * 32 * 32  # one label byte, then the red, green and blue 32x32 planes
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 ``(N, 3, 32, 32)`` and labels int64 of one binary batch file (N is 10000
+    in the release); a file that is not whole records, or has a label outside 0..9, raises
+    ``ValueError`` naming it."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % RECORD:
+        raise ValueError(f"{path} holds {raw.size} bytes, not a whole number of CIFAR-10 "
+                         f"records of {RECORD} bytes")
+    records = raw.reshape(-1, RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise ValueError(f"{path} has label {labels.max()}; CIFAR-10 labels are 0..9")
+    return records[:, 1:].reshape(-1, 3, 32, 32).copy(), labels
+
 
 def read_cifar10(root: str | Path, download: bool = False) -> Arrays:
     """The official training (50000) and test (10000) sets as uint8 ``(N, 3, 32, 32)`` images
-    and int64 labels, read by ``torchvision.datasets.CIFAR10`` from
-    ``root/cifar-10-batches-py``; torchvision downloads them first when ``download`` is true."""
-    from torchvision.datasets import CIFAR10  # heavy: imported only when reading
-
+    and int64 labels, from ``root/cifar-10-batches-bin`` (the binary release, read without
+    pickle); with ``download`` torchvision's downloader fetches and unpacks it first."""
     root = Path(root)
-    folder = root / CIFAR10.base_folder
-    names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
-    names.append(CIFAR10.meta["filename"])
-    missing = [name for name in names if not (folder / name).is_file()]
-    if missing and not download:
+    folder = root / FOLDER
+    missing = [name for name in (*TRAIN_FILES, TEST_FILE) if not (folder / name).is_file()]
+    if missing and download:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(URL, str(root))
+        missing = [name for name in missing if not (folder / name).is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. Pass download=True to let "
-            f"torchvision download it into {root} (needs internet), or unpack "
-            f"{CIFAR10.filename} ({CIFAR10.url}) into {root}."
-        )
-    arrays = []
-    for train in (True, False):
-        try:
-            dataset = CIFAR10(str(root), train=train, download=download)
-        except RuntimeError as error:  # torchvision's md5 check failed
-            raise RuntimeError(
-                f"CIFAR-10 in {folder} is incomplete or corrupt ({error}); delete the folder "
-                "and pass download=True to fetch it again"
-            ) from error
-        images = np.asarray(dataset.data, dtype=np.uint8).transpose(0, 3, 1, 2)  # NHWC -> NCHW
-        arrays += [images, np.asarray(dataset.targets, dtype=np.int64)]
-    return Arrays(*arrays)
+            f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. Pass download=True to "
+            f"download it into {root} (needs internet), or unpack {URL} into {root}.")
+    train = [read_cifar_batch(folder / name) for name in TRAIN_FILES]
+    test_images, test_labels = read_cifar_batch(folder / TEST_FILE)
+    return Arrays(np.concatenate([images for images, _ in train]),
+                  np.concatenate([labels for _, labels in train]), test_images, test_labels)
 
 
 class CIFAR10DataModule(ArrayDataModule):
@@ -50,7 +62,7 @@ class CIFAR10DataModule(ArrayDataModule):
     comes from an :class:`EpochSeededSampler`. ``img_size`` resizes (bilinear, antialiased) and
     ``channels=1`` averages the colour channels to grey, once, in :meth:`setup`. Images are
     float32 ``(channels, img_size, img_size)`` in ``[0, 1]``, labels int64. Data is read from
-    ``root/cifar-10-batches-py`` (torchvision's layout); ``download=True`` fetches it there.
+    ``root/cifar-10-batches-bin`` (the binary release); ``download=True`` fetches it there.
 
     >>> dm = CIFAR10DataModule("data", img_size=16, channels=1)
     >>> dm.input_shape, dm.classes[:2]

@@ -1,11 +1,5 @@
-"""CIFAR-10 on a fake ``cifar-10-batches-py`` folder written in torchvision's pickle layout.
-
-torchvision checks the md5 of every file, so the tests that read the fake folder replace that
-check (``torchvision.datasets.cifar.check_integrity``) with a check that the file exists.
-"""
-
-import os
-import pickle
+"""CIFAR-10 on a fake ``cifar-10-batches-bin`` folder written in the binary release's layout
+(one label byte, then the 3x32x32 image, per record)."""
 
 import numpy as np
 import pytest
@@ -14,39 +8,31 @@ from helpers import image_rows, split_tensors
 from torch.nn import functional as F
 
 from nas_aug.data import CIFAR10DataModule, EpochSeededSampler
+from nas_aug.data.cifar10 import RECORD, read_cifar_batch
 
 SPLITS = ("train", "heldout", "test")
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
 
 
 def write_cifar_root(root, per_batch=40, n_test=30, seed=0):
     """Five training batches and a test batch of random (hence distinct) images, balanced
     labels; returns the images as NCHW uint8 arrays and the labels."""
     rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
+    folder = root / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
 
     def batch(name, n):
         data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)  # rows are CHW
-        labels = rng.permutation(np.arange(n) % 10).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "data": data, "labels": labels}, f)
-        return data.reshape(n, 3, 32, 32), np.array(labels)
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        np.concatenate([labels[:, None], data], axis=1).tofile(folder / name)
+        return data.reshape(n, 3, 32, 32), labels.astype(np.int64)
 
-    train = [batch(f"data_batch_{i}", per_batch) for i in range(1, 6)]
-    test = batch("test_batch", n_test)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": CLASSES, "num_vis": 3072}, f)
+    train = [batch(f"data_batch_{i}.bin", per_batch) for i in range(1, 6)]
+    test = batch("test_batch.bin", n_test)
     return {"train": tuple(np.concatenate(parts) for parts in zip(*train)), "test": test}
 
 
 @pytest.fixture
-def fake_root(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar
-
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity",
-                        lambda fpath, md5=None: os.path.isfile(fpath))
+def fake_root(tmp_path):
     return tmp_path, write_cifar_root(tmp_path)
 
 
@@ -105,14 +91,22 @@ def test_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         dm.setup()
     message = str(info.value)
-    assert "download=True" in message and "cifar-10-batches-py" in message
-    assert "data_batch_1" in message and str(tmp_path) in message
+    assert "download=True" in message and "cifar-10-batches-bin" in message
+    assert "data_batch_1.bin" in message and str(tmp_path) in message
 
 
-def test_files_that_fail_torchvisions_md5_check_are_reported(tmp_path):
-    write_cifar_root(tmp_path)  # real check_integrity: the fake files have the wrong md5
-    with pytest.raises(RuntimeError, match="incomplete or corrupt.*download=True"):
+def test_truncated_or_mislabelled_batches_are_reported(tmp_path):
+    write_cifar_root(tmp_path)
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin"
+    raw = np.fromfile(path, dtype=np.uint8)
+    raw[:-1].tofile(path)
+    with pytest.raises(ValueError, match="data_batch_3.bin holds .* not a whole number"):
         _datamodule(tmp_path)
+    raw[0] = 12  # the first record's label byte
+    raw.tofile(path)
+    with pytest.raises(ValueError, match="data_batch_3.bin has label 12"):
+        read_cifar_batch(path)
+    assert RECORD == 3073
 
 
 @pytest.mark.parametrize(
