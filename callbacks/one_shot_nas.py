@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from ..constraints import Budget, Cost, CostTable, get_counter
 from ..export import check_export_dir, export_architecture
 from ..space import Sample, Space
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
-from ..strategies.evolution import EvolutionSearch
+from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
 
@@ -126,10 +127,10 @@ class OneShotNAS(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        x, _ = split_batch(batch, self.input_key, self.target_key)
         if batch_idx == 0:
             self._recent_inputs = []
         if batch_idx == 0 or self.cost_table is None:
-            x, _ = split_batch(batch, self.input_key, self.target_key)
             if self.cost_table is None:
                 self._build_cost_table(tuple(x.shape[1:]))
             elif tuple(x.shape[1:]) != self.cost_table.input_shape:
@@ -138,7 +139,6 @@ class OneShotNAS(Callback):
                     f"{self.cost_table.input_shape} (the space's default_input_shape); pass "
                     f"OneShotNAS(input_shape={tuple(x.shape[1:])}) or build the space for it")
         if len(self._recent_inputs) < self.calibration_batches:
-            x, _ = split_batch(batch, self.input_key, self.target_key)
             self._recent_inputs.append(x.detach())
         first, *extra = self._sampling.paths(self.space, self.rng)
         activate(self._supernet, first, self.space)
@@ -201,20 +201,17 @@ class OneShotNAS(Callback):
             export_architecture(
                 self.export_dir, self._supernet, sample, self.cost_table.input_shape,
                 Cost(self.result["macs"], self.result["params"]), self.result["score"],
-                budget={"macs": getattr(self.budget, "macs", None),
-                        "params": getattr(self.budget, "params", None)},
+                budget=None if self.budget is None else dataclasses.asdict(self.budget),
                 top=self.result["top"], candidates=self.result["candidates"],
                 search_cost=self.result["cost"])
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
-        return {"rng": [version, list(internal), gauss], "result": self.result,
+        return {"rng": rng_state(self.rng), "result": self.result,
                 "search": self.search_state, "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        version, internal, gauss = state_dict["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        self.rng = restore_rng(state_dict["rng"])
         self.result = state_dict["result"]
         self.search_state = state_dict.get("search")
         self.train_seconds = state_dict.get("train_seconds", 0.0)

@@ -123,6 +123,27 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
     return arch
 
 
+def json_path(path: str | os.PathLike, filename: str) -> Path:
+    """``path`` itself if it names a ``.json`` file, else ``path / filename``."""
+    path = Path(path)
+    return path / filename if path.is_dir() or path.suffix != ".json" else path
+
+
+def read_tagged_json(path: str | os.PathLike, filename: str, fmt: str, what: str
+                     ) -> tuple[Path, dict[str, Any]]:
+    """The file and its data (without the ``format`` tag) of a JSON file nas_aug wrote as
+    ``fmt``; ``path`` is the file or the directory holding ``filename``."""
+    path = json_path(path, filename)
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} at {str(path)!r}")
+    data = json.loads(path.read_text())
+    found = data.pop("format", None) if isinstance(data, dict) else type(data).__name__
+    if found != fmt:
+        raise ValueError(f"{path} is not a {fmt} file (format {found!r}); nas_aug writes it "
+                         f"with the key 'format': {fmt!r}")
+    return path, data
+
+
 def load_architecture(path: str | os.PathLike) -> Architecture:
     """Read ``architecture.json`` (or the directory holding it).
 
@@ -131,14 +152,7 @@ def load_architecture(path: str | os.PathLike) -> Architecture:
     ...
     FileNotFoundError: no architecture at 'no/such/dir/architecture.json'
     """
-    path = Path(path)
-    if path.is_dir() or path.suffix != ".json":
-        path = path / ARCHITECTURE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no architecture at {str(path)!r}")
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file")
+    path, data = read_tagged_json(path, ARCHITECTURE_FILE, FORMAT, "architecture")
     names = {f.name for f in fields(Architecture)} - {"directory"}
     required = {f.name for f in fields(Architecture) if f.default is MISSING
                 and f.default_factory is MISSING}

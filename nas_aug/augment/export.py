@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..export import atomic_write
+from ..export import atomic_write, json_path, read_tagged_json
 from .kornia_export import to_kornia
 from .policy import Policy
 
@@ -36,11 +36,6 @@ POLICY_FILE = "policy.json"
 POLICY_FORMAT = "nas_aug.policy/1"
 
 
-def _policy_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path / POLICY_FILE if path.is_dir() or path.suffix != ".json" else path
-
-
 def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
     """Write ``policy`` to ``path`` (a ``.json`` file, or a directory for ``policy.json``).
 
@@ -48,7 +43,7 @@ def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
     """
     if not isinstance(policy, Policy):
         raise ValueError(f"expected a Policy, got {type(policy).__name__}: {policy!r}")
-    path = _policy_path(path)
+    path = json_path(path, POLICY_FILE)
     text = json.dumps({"format": POLICY_FORMAT, **policy.to_json()}, indent=2) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
@@ -62,15 +57,7 @@ def load_policy(path: str | os.PathLike) -> Policy:
     ...
     FileNotFoundError: no policy at 'no/such/dir/policy.json'
     """
-    path = _policy_path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no policy at {str(path)!r}")
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path} is not a {POLICY_FORMAT} file (format {found!r}); write it "
-                         f"with save_policy, or add the key 'format': {POLICY_FORMAT!r}")
-    del data["format"]
+    path, data = read_tagged_json(path, POLICY_FILE, POLICY_FORMAT, "policy")
     try:
         return Policy.from_json(data)
     except ValueError as error:

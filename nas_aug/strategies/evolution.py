@@ -21,6 +21,19 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
         raise ValueError(f"{name} must be {accepted}, got {value!r}")
 
 
+def rng_state(rng: random.Random) -> list:
+    """The state of ``rng`` as JSON data (``random.Random.getstate`` holds tuples)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def restore_rng(state: list) -> random.Random:
+    """A ``random.Random`` in the state :func:`rng_state` returned."""
+    rng = random.Random()
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+    return rng
+
+
 class EvolutionSearch:
     """Evolutionary search: a random population, then mutation and crossover of the best samples.
 
@@ -194,14 +207,13 @@ class EvolutionSearch:
 
     def state_dict(self) -> dict[str, Any]:
         """The search state as plain data (samples as candidate indices, in ``labels`` order)."""
-        version, internal, gauss = self._rng.getstate()
         return {
             "version": _STATE_VERSION, "labels": list(self.space.labels),
             "generation": self._generation, "finished": self._finished,
             "queue": [self._encode(s) for s in self._queue],
             "pending": [self._encode(s) for s in self._pending.values()],
             "history": [[self._encode(s), score] for s, score in self.history],
-            "rng": [version, list(internal), gauss],
+            "rng": rng_state(self._rng),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -213,8 +225,7 @@ class EvolutionSearch:
                                  f", expected version {_STATE_VERSION} with labels {labels}")
             queue, pending = ([self._decode(s) for s in state[k]] for k in ("queue", "pending"))
             history = [(self._decode(s), float(score)) for s, score in state["history"]]
-            rng = random.Random()
-            rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
+            rng = restore_rng(state["rng"])
             generation, finished = int(state["generation"]), bool(state["finished"])
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise ValueError(f"not a state_dict() of an EvolutionSearch on {self.space!r}: "
