@@ -25,6 +25,7 @@ from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_ac
 from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
+from ..validation import check_int
 
 
 def _find_supernet(pl_module: nn.Module) -> nn.Module:
@@ -66,8 +67,7 @@ class OneShotNAS(Callback):
         if input_shape is not None and len(input_shape) != 3:
             raise ValueError(f"input_shape={input_shape!r} must be (channels, height, width), "
                              "without the batch dimension")
-        if not isinstance(calibration_batches, int) or calibration_batches < 1:
-            raise ValueError(f"calibration_batches={calibration_batches!r} must be an int >= 1")
+        check_int("calibration_batches", calibration_batches, 1)
         self.sampling_name = sampling
         self._sampling = SAMPLINGS[sampling](sandwich_random)
         self._counter = get_counter(counter)

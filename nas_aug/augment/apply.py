@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..validation import check_int
 from .ops import OP_NAMES, get_op
 from .policy import Policy
 
@@ -98,8 +99,7 @@ def sample_params(policy: Policy, batch_size: int,
     of their ops fires with its probability; each op gets a random sign.
     """
     policy = _check_policy(policy)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be an integer >= 0, got {batch_size!r}")
+    check_int("batch_size", batch_size, 0)
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"sample_params draws on the CPU; got a generator on {generator.device}")
     _, _, probability = _tables(policy)

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..validation import check_int
 from .ops import RANDAUGMENT_OPS, get_op, suggest
 
 __all__ = ["PRESETS", "OpSpec", "Policy", "RandAugment", "SubPolicy"]
@@ -142,9 +143,7 @@ class Policy:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"policy name must be a non-empty string, got {self.name!r}")
         draws = self.draws_per_sample
-        if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 1:
-            raise ValueError(f"draws_per_sample must be an integer >= 1, got {draws!r}")
-        object.__setattr__(self, "draws_per_sample", int(draws))
+        object.__setattr__(self, "draws_per_sample", check_int("draws_per_sample", draws, 1))
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -211,8 +210,7 @@ def RandAugment(num_ops: int = 2, magnitude: float = 0.3) -> Policy:  # noqa: N8
     >>> policy.sub_policies[3]
     (OpSpec(name='rotate', probability=1.0, magnitude=0.3),)
     """
-    if isinstance(num_ops, bool) or not isinstance(num_ops, numbers.Integral) or num_ops < 1:
-        raise ValueError(f"RandAugment num_ops must be an integer >= 1, got {num_ops!r}")
+    check_int("RandAugment num_ops", num_ops, 1)
     magnitude = _unit_interval("RandAugment magnitude", magnitude)
     return Policy(tuple((OpSpec(name, 1.0, magnitude),) for name in RANDAUGMENT_OPS),
                   name="randaugment", draws_per_sample=int(num_ops))

@@ -13,20 +13,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from nas_aug.data.sampler import EpochSeededSampler
+from nas_aug.validation import check_fraction, check_int
 
 SPLITS = ("train", "heldout", "test")
-
-
-def check_int(name: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_fraction(name: str, value: float, *, allow_one: bool = False) -> None:
-    interval = "(0, 1]" if allow_one else "the open interval (0, 1)"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0 < value < 1 or (allow_one and value == 1)):
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 class Arrays(NamedTuple):

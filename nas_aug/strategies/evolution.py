@@ -10,15 +10,9 @@ from typing import Any
 from tqdm import tqdm
 
 from nas_aug.space.choice import Sample, Space, sample_key
+from nas_aug.validation import check_int
 
 _STATE_VERSION = 1
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        accepted = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
 
 
 def rng_state(rng: random.Random) -> list:
@@ -66,17 +60,17 @@ class EvolutionSearch:
                  canonical: Callable[[Sample], Sample] | None = None):
         if not isinstance(space, Space):
             raise TypeError(f"space must be a nas_aug Space, got {type(space).__name__}")
-        _check_int("population_size", population_size, 2)
-        _check_int("generations", generations, 1)
+        check_int("population_size", population_size, 2)
+        check_int("generations", generations, 1)
         parents = max(2, population_size // 2) if parents is None else parents
-        _check_int("parents", parents, 2, population_size)
+        check_int("parents", parents, 2, population_size)
         if (isinstance(mutation_prob, bool) or not isinstance(mutation_prob, (int, float))
                 or not 0 <= mutation_prob <= 1):
             raise ValueError(f"mutation_prob must be a number in [0, 1], got {mutation_prob!r}")
         if constraint is not None and not callable(constraint):
             raise TypeError(f"constraint must be a callable sample -> bool or None, "
                             f"got {constraint!r}")
-        _check_int("max_tries", max_tries, 1)
+        check_int("max_tries", max_tries, 1)
         self.space = space
         self.population_size, self.generations, self.parents = population_size, generations, parents
         self.mutation_prob, self.constraint, self.max_tries = mutation_prob, constraint, max_tries
@@ -134,7 +128,7 @@ class EvolutionSearch:
     def top(self, k: int) -> list[tuple[Sample, float]]:
         """The best ``k`` ``(sample, score)`` pairs told so far, best first (all distinct, as
         no sample is asked twice; equal scores keep the order told)."""
-        _check_int("k", k, 0)
+        check_int("k", k, 0)
         ranked = sorted(self.history, key=lambda pair: -pair[1])[:k]
         return [(dict(sample), score) for sample, score in ranked]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from ..space import Sample, Space
+from ..validation import check_int
 
 
 class UniformSampling:
@@ -36,9 +37,7 @@ class SandwichSampling:
     """
 
     def __init__(self, num_random: int = 1):
-        if not isinstance(num_random, int) or num_random < 0:
-            raise ValueError(f"num_random={num_random!r} must be an integer >= 0")
-        self.num_random = num_random
+        self.num_random = check_int("num_random", num_random, 0)
 
     def paths(self, space: Space, rng: random.Random) -> list[Sample]:
         return [space.largest(), space.smallest()] + [space.random(rng)

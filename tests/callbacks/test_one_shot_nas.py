@@ -253,7 +253,7 @@ def test_sandwich_step_sums_the_gradients_of_its_paths():
     (dict(sandwich_random=2), "needs sampling='sandwich'"),
     (dict(input_shape=(16, 1, 8, 8)), "must be \\(channels, height, width\\)"),
     (dict(budget=1_000_000), "budget must be a nas_aug.Budget"),
-    (dict(calibration_batches=0), "calibration_batches=0"),
+    (dict(calibration_batches=0), "calibration_batches must be an integer >= 1, got 0"),
     (dict(population_size=1), "population_size"),
     (dict(counter="flops"), "unknown MAC counter 'flops'"),
 ])

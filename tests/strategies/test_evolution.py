@@ -150,15 +150,15 @@ def test_load_state_dict_rejects_a_state_for_another_space():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(population_size=1), "population_size must be an int >= 2, got 1"),
-    (dict(population_size=4.0), "population_size must be an int >= 2, got 4.0"),
-    (dict(generations=0), "generations must be an int >= 1, got 0"),
-    (dict(population_size=6, parents=1), r"parents must be an int in \[2, 6\], got 1"),
-    (dict(population_size=6, parents=7), r"parents must be an int in \[2, 6\], got 7"),
+    (dict(population_size=1), "population_size must be an integer >= 2, got 1"),
+    (dict(population_size=4.0), "population_size must be an integer >= 2, got 4.0"),
+    (dict(generations=0), "generations must be an integer >= 1, got 0"),
+    (dict(population_size=6, parents=1), r"parents must be an integer in \[2, 6\], got 1"),
+    (dict(population_size=6, parents=7), r"parents must be an integer in \[2, 6\], got 7"),
     (dict(mutation_prob=-0.1), r"mutation_prob must be a number in \[0, 1\], got -0.1"),
     (dict(mutation_prob=1.5), r"mutation_prob must be a number in \[0, 1\], got 1.5"),
     (dict(mutation_prob=math.nan), r"mutation_prob must be a number in \[0, 1\], got nan"),
-    (dict(max_tries=0), "max_tries must be an int >= 1, got 0"),
+    (dict(max_tries=0), "max_tries must be an integer >= 1, got 0"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,0 +1,29 @@
+"""Argument checks shared across the package: each error names the value and what is accepted.
+
+>>> check_int("population_size", 1, 2)
+Traceback (most recent call last):
+...
+ValueError: population_size must be an integer >= 2, got 1
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool) in ``[low, high]``."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        accepted = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+    return int(value)
+
+
+def check_fraction(name: str, value: Any, *, allow_one: bool = False) -> None:
+    """``value`` must be a number in (0, 1), or (0, 1] with ``allow_one``."""
+    interval = "(0, 1]" if allow_one else "the open interval (0, 1)"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not (0 < value < 1 or (allow_one and value == 1)):
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
