@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
@@ -26,6 +24,7 @@ from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
 from ..validation import check_int
+from ._outer_loop import check_heldout_available, heldout_loader, user_loss
 
 
 def _find_supernet(pl_module: nn.Module) -> nn.Module:
@@ -107,10 +106,7 @@ class OneShotNAS(Callback):
                 "nas_aug.space choice modules) inside your LightningModule")
         if self.export_dir is not None:
             check_export_dir(self.export_dir, self.overwrite)
-        if self.heldout is None and not self._val_source(trainer).is_defined():
-            raise ValueError("OneShotNAS scores architectures on held-out data but this fit has "
-                             "none: give the datamodule (or module) a val_dataloader, pass "
-                             "val_dataloaders to fit, or pass OneShotNAS(heldout=loader)")
+        check_heldout_available(trainer, self.heldout, "OneShotNAS")
         if trainer.world_size > 1:
             raise ValueError(
                 f"OneShotNAS runs on one process for now, but this fit has world_size="
@@ -151,14 +147,9 @@ class OneShotNAS(Callback):
         batch, batch_idx, extra = self._extra_paths
         self._extra_paths = None
         precision = trainer.precision_plugin
-        takes_index = is_param_in_hook_signature(pl_module.training_step, "batch_idx",
-                                                 min_args=2)
-        args = (batch, batch_idx) if takes_index else (batch,)
         for sample in extra:
             activate(self._supernet, sample, self.space)
-            with _muted_logging(pl_module):
-                output = trainer.strategy.training_step(*args)
-            loss = output["loss"] if isinstance(output, dict) else output
+            loss = user_loss(trainer, pl_module, batch, batch_idx)
             if loss is None:  # the user skipped this batch
                 continue
             loss = precision.pre_backward(loss / trainer.accumulate_grad_batches, pl_module)
@@ -217,11 +208,6 @@ class OneShotNAS(Callback):
         self.train_seconds = state_dict.get("train_seconds", 0.0)
 
     # ---- internals ------------------------------------------------------------------------
-    @staticmethod
-    def _val_source(trainer: Trainer):
-        # Lightning keeps the fit's validation source here (a datamodule, module or loaders).
-        return trainer.fit_loop.epoch_loop.val_loop._data_source
-
     def _build_cost_table(self, input_shape: tuple[int, ...]) -> None:
         self.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
                                           progress=self.progress)
@@ -251,14 +237,7 @@ class OneShotNAS(Callback):
             yield split_batch(batch, self.input_key, self.target_key)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        heldout = self.heldout
-        if heldout is None:
-            heldout = self._val_source(trainer).dataloader()
-        if isinstance(heldout, dict):
-            raise ValueError(f"the fit has several held-out loaders {sorted(heldout)}; pass the "
-                             "one to score architectures on as OneShotNAS(heldout=loader)")
-        if isinstance(heldout, (list, tuple)):
-            heldout = heldout[0]
+        heldout = heldout_loader(trainer, self.heldout, "OneShotNAS")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             calibration = [x for x, _ in self._batches(trainer.train_dataloader, trainer,
@@ -300,13 +279,3 @@ class OneShotNAS(Callback):
         return {"sample": sample, "score": score, "macs": cost.macs, "params": cost.params,
                 "top": top, "candidates": candidates}
 
-
-@contextlib.contextmanager
-def _muted_logging(pl_module: LightningModule) -> Iterator[None]:
-    """Extra sandwich paths re-run ``training_step``; only the first path's metrics are logged."""
-    noop: Callable[..., None] = lambda *args, **kwargs: None  # noqa: E731
-    pl_module.log, pl_module.log_dict = noop, noop
-    try:
-        yield
-    finally:
-        del pl_module.log, pl_module.log_dict
