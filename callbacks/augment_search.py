@@ -64,10 +64,9 @@ class AugmentSearch(Callback):
                  heldout: Any = None, image_key: str = "image", unroll_lr: float | None = None,
                  seed: int = 0, overwrite: bool = False, **options: Any):
         if method not in METHODS:
-            hint = closest_match(method, METHODS) if isinstance(method, str) else None
-            raise ValueError(f"unknown augmentation search method {method!r}"
-                             f"{f' (did you mean {hint!r}?)' if hint else ''}; choose one of "
-                             f"{sorted(METHODS)}")
+            hint = closest_match(method, METHODS) if isinstance(method, str) else ""
+            raise ValueError(f"unknown augmentation search method {method!r}{hint}; choose one "
+                             f"of {sorted(METHODS)}")
         accepted = set(inspect.signature(METHODS[method]).parameters) - {"seed"}
         unknown = sorted(set(options) - accepted)
         if unknown:

@@ -1,0 +1,120 @@
+"""DADA's relaxed policy: hard choices in value, gradients to every kind of parameter."""
+
+import pytest
+import torch
+
+from nas_aug.augment import OpSpec, Policy
+from nas_aug.augment.differentiable import DifferentiablePolicy
+from nas_aug.augment.ops import AUTOAUGMENT_OPS, get_op
+
+OPS = ("rotate", "invert", "solarize", "brightness")
+
+
+def _random_projection(out):
+    """A scalar that depends on every output pixel with a fixed random weight."""
+    return (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(0))).sum()
+
+
+def _reference(policy, images, noise):
+    """Each sample on its own: the arg-max sub-policy, each op applied where its logit wins."""
+    chosen = (policy.logits.detach() + noise.gumbel).argmax(1)
+    out = []
+    for b in range(images.shape[0]):
+        image = images[b:b + 1]
+        for slot, index in enumerate(policy.sub_policy_ops[chosen[b]].tolist()):
+            if policy.probability_logits[chosen[b], slot] + noise.logistic[b, slot] > 0:
+                image = get_op(policy.ops[index]).apply(
+                    image, policy.magnitudes[chosen[b], slot].detach().reshape(1),
+                    noise.sign[b:b + 1, slot])
+        out.append(image)
+    return torch.cat(out)
+
+
+def test_forward_value_is_the_hard_sample_applied_per_sample(images):
+    policy = DifferentiablePolicy(OPS, seed=0)
+    with torch.no_grad():
+        policy.logits.normal_()
+        policy.probability_logits.normal_()
+        policy.magnitudes.uniform_()
+    noise = policy.sample_noise(images.shape[0])
+    torch.testing.assert_close(policy(images, noise), _reference(policy, images, noise),
+                               atol=1e-5, rtol=0)
+
+
+def test_samples_of_one_batch_draw_different_sub_policies():
+    policy = DifferentiablePolicy(seed=0)
+    noise = policy.sample_noise(32)
+    chosen = (policy.logits.detach() + noise.gumbel).argmax(1)
+    assert len(chosen.unique()) > 16
+
+
+def test_gradients_reach_every_kind_of_parameter(rgb):
+    policy = DifferentiablePolicy(OPS, seed=1)
+    out = policy(rgb.repeat(4, 1, 1, 1), policy.sample_noise(16))
+    _random_projection(out).backward()
+    for name, parameter in policy.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("name", [n for n in AUTOAUGMENT_OPS if get_op(n).has_magnitude])
+def test_each_magnitude_gets_a_gradient(name, rgb):
+    policy = DifferentiablePolicy((name,), ops_per_sub_policy=1, initial_probability=0.99,
+                                  seed=0)
+    out = policy(rgb, policy.sample_noise(rgb.shape[0]))
+    _random_projection(out).backward()
+    assert policy.magnitudes.grad.abs().sum() > 0
+
+
+def test_noise_replays_and_the_generator_state_travels(gray):
+    policy = DifferentiablePolicy(OPS, seed=0)
+    noise = policy.sample_noise(4)
+    assert torch.equal(policy(gray, noise), policy(gray, noise))
+    copy = DifferentiablePolicy(OPS, seed=123)
+    copy.load_state_dict(policy.state_dict())
+    assert torch.equal(copy.sample_noise(4).gumbel, policy.sample_noise(4).gumbel)
+
+
+def test_to_policy_keeps_the_heaviest_sub_policies_with_learned_values():
+    policy = DifferentiablePolicy(("rotate", "invert"), seed=0)  # (r,r) (r,i) (i,r) (i,i)
+    with torch.no_grad():
+        policy.logits.copy_(torch.tensor([0.0, 3.0, 1.0, -2.0]))
+        policy.probability_logits[1] = torch.tensor([0.0, 2.0])
+        policy.magnitudes[1] = torch.tensor([0.25, 0.9])
+    exported = policy.to_policy(top_k=2)
+    assert exported.sub_policies[0] == (OpSpec("rotate", 0.5, 0.25), OpSpec("invert", 0.8808, 0.0))
+    assert [op.name for op in exported.sub_policies[1]] == ["invert", "rotate"]
+    assert Policy.from_json(exported.to_json()) == exported
+    assert [entry["weight"] for entry in policy.summary(2)] == sorted(
+        (entry["weight"] for entry in policy.summary(2)), reverse=True)
+
+
+def test_project_keeps_magnitudes_in_range():
+    policy = DifferentiablePolicy(("rotate",), ops_per_sub_policy=1)
+    with torch.no_grad():
+        policy.magnitudes.fill_(1.7)
+    policy.project_()
+    assert policy.magnitudes.max().item() == 1.0
+
+
+def test_entropy_is_log_k_when_uniform():
+    policy = DifferentiablePolicy(OPS)
+    assert policy.entropy() == pytest.approx(torch.log(torch.tensor(16.0)).item())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ops=("rotat",)), "did you mean 'rotate'"),
+    (dict(ops="rotate"), "tuple of op names"),
+    (dict(initial_probability=1.0), "initial_probability"),
+    (dict(initial_magnitude=1.5), "initial_magnitude"),
+    (dict(temperature=0), "temperature"),
+    (dict(ops_per_sub_policy=0), "ops_per_sub_policy"),
+])
+def test_bad_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DifferentiablePolicy(**kwargs)
+
+
+def test_noise_for_another_batch_is_rejected(gray):
+    policy = DifferentiablePolicy(OPS)
+    with pytest.raises(ValueError, match="drawn for 3 samples"):
+        policy(gray, policy.sample_noise(3))

@@ -1,0 +1,156 @@
+"""The policy search methods on their own, driven by hand with a toy model."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_aug.augment import RandAugment
+from nas_aug.augment.apply import apply_params, sample_params
+from nas_aug.augment.search import DadaSearch, OuterStep, RandAugmentSearch
+
+
+def _step(images, step=0, lr=0.1):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(images.shape[1], 4, 3), nn.Flatten(), nn.LazyLinear(3))
+    net(images)
+    targets = torch.arange(images.shape[0]) % 3
+    heldout_images = images.flip(0)
+    return net, OuterStep(images, lambda x: F.cross_entropy(net(x), targets),
+                          lambda: F.cross_entropy(net(heldout_images), targets),
+                          list(net.parameters()), lr, step)
+
+
+def test_dada_step_moves_the_policy_and_leaves_the_model(rgb):
+    method = DadaSearch(ops=("rotate", "brightness", "invert"), seed=0)
+    net, step = _step(rgb.repeat(2, 1, 1, 1))
+    before_model = [p.detach().clone() for p in net.parameters()]
+    before_policy = [p.detach().clone() for p in method.policy.parameters()]
+    method.outer_step(step)
+    assert method.updates == 1
+    for p, b in zip(net.parameters(), before_model):
+        assert torch.equal(p, b)
+    moved = [not torch.equal(p, b) for p, b in zip(method.policy.parameters(), before_policy)]
+    assert all(moved)
+    assert method.policy.magnitudes.min() >= 0 and method.policy.magnitudes.max() <= 1
+
+
+def test_dada_updates_every_n_steps(gray):
+    method = DadaSearch(ops=("rotate",), update_every=3)
+    for step in range(7):
+        method.outer_step(_step(gray, step)[1])
+    assert method.updates == 3  # steps 0, 3 and 6
+
+
+def test_dada_state_round_trip_continues_exactly(rgb):
+    first = DadaSearch(ops=("rotate", "contrast"), seed=0)
+    first.outer_step(_step(rgb)[1])
+    second = DadaSearch(ops=("rotate", "contrast"), seed=5)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))  # as a checkpoint holds it
+    for method in (first, second):
+        method.outer_step(_step(rgb, step=1)[1])
+    for a, b in zip(first.policy.parameters(), second.policy.parameters()):
+        assert torch.equal(a, b)
+    assert first.summary() == second.summary()
+
+
+def test_randaugment_grid_and_first_order_scores(gray):
+    method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.2, 0.6), probes_per_step=4)
+    net, step = _step(gray, lr=0.5)
+    generator_state = method.generator.get_state()
+    method.outer_step(step)
+    assert method.score_count == [1, 1, 1, 1]
+    # the same score by hand: lr * <grad L_val, grad L_train(candidate batch)>
+    replay = torch.Generator()
+    replay.set_state(generator_state)
+    heldout = torch.autograd.grad(step.heldout_loss(), step.weights)
+    for index, policy in enumerate(method.policies):
+        augmented = apply_params(gray, policy, sample_params(policy, 4, replay))
+        train = torch.autograd.grad(step.train_loss(augmented), step.weights)
+        expected = 0.5 * sum(float((h * t).sum()) for h, t in zip(heldout, train))
+        assert method.score_sum[index] == pytest.approx(expected, rel=1e-5)
+
+
+def test_randaugment_halves_on_an_even_schedule():
+    method = RandAugmentSearch()  # 3 x 5 = 15 candidates: 4 halvings
+    assert method.total_halvings == 4
+    method.score_count = [1] * 15
+    method.score_sum = [float(i % 7) for i in range(15)]
+    survivors = []
+    for epoch in range(10):
+        method.end_epoch(epoch, max_epochs=10)
+        survivors.append(len(method.survivors))
+        method.score_count = [1] * 15
+    assert survivors == [15, 8, 8, 4, 4, 2, 2, 1, 1, 1]
+    assert method.best_policy() == RandAugment(*method.candidates[method.survivors[0]])
+    assert [rung["epoch"] for rung in method.rungs] == [1, 3, 5, 7]
+    json.dumps(method.summary())  # plain data
+
+
+def test_randaugment_keeps_the_best_scored_half():
+    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.1, 0.3, 0.5, 0.7))
+    method.score_sum, method.score_count = [1.0, 4.0, 3.0, 2.0], [1, 1, 1, 1]
+    method.end_epoch(0, max_epochs=3)
+    assert [method.candidates[i] for i in method.survivors] == [(1, 0.3), (1, 0.5)]
+
+
+def test_fewer_epochs_than_halvings_halve_several_times_at_once():
+    method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.1, 0.3, 0.5, 0.7))  # 8: 3 halvings
+    method.score_sum, method.score_count = [float(i) for i in range(8)], [1] * 8
+    method.end_epoch(0, max_epochs=1)
+    assert [method.candidates[i] for i in method.survivors] == [(2, 0.7)]
+    assert len(method.rungs) == 1
+
+
+def test_unscored_candidates_are_reported_when_they_drop_out():
+    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.1, 0.3))
+    method.score_sum, method.score_count = [1.0, 0.0], [1, 0]
+    with pytest.warns(UserWarning, match=r"\[\(1, 0.3\)\] were never scored"):
+        method.end_epoch(0, max_epochs=2)
+    assert method.rungs[0]["scores"]["(1, 0.3)"] is None
+    assert method.mean_score(0) == -math.inf  # scores restart for the next rung
+
+
+def test_randaugment_augments_each_sample_with_a_surviving_candidate(gray):
+    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.0, 1.0), seed=0)
+    method.survivors = [0]  # magnitude 0: most ops change little or nothing
+    images = gray.repeat(8, 1, 1, 1)
+    out = method.augment(images)
+    assert out.shape == images.shape
+    method.survivors = [1]
+    strong = method.augment(images)
+    assert (strong - images).abs().mean() > (out - images).abs().mean()
+
+
+def test_randaugment_state_round_trip(gray):
+    first = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,), seed=0)
+    first.outer_step(_step(gray)[1])
+    second = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,), seed=9)
+    second.load_state_dict(json.loads(json.dumps({k: v for k, v in first.state_dict().items()
+                                                  if k != "generator"}))
+                           | {"generator": first.generator.get_state()})
+    assert torch.equal(first.augment(gray), second.augment(gray))
+    assert second.score_sum == first.score_sum and second.cursor == first.cursor
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_ops=2), "num_ops must be a non-empty list"),
+    (dict(magnitudes=()), "magnitudes must be a non-empty list"),
+    (dict(magnitudes=(1.5,)), r"magnitude must be in \[0, 1\]"),
+    (dict(num_ops=(0,)), "num_ops"),
+    (dict(probe_every=0), "probe_every"),
+])
+def test_randaugment_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RandAugmentSearch(**kwargs)
+
+
+def test_dada_bad_arguments():
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        DadaSearch(lr=0)
+    with pytest.raises(ValueError, match="update_every"):
+        DadaSearch(update_every=0)
