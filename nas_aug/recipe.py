@@ -1,7 +1,9 @@
 """Recipes: a whole search as data (YAML), run end to end.
 
-supernet training + constrained search (``OneShotNAS``) → export → retraining of the winner,
-the largest and the smallest sub-network from scratch → a results table.
+supernet training + constrained search (``OneShotNAS``), with the augmentation policy searched
+in the same fit when the recipe has an ``augment`` method (``AugmentSearch``) → export →
+retraining of the winner, the largest and the smallest sub-network from scratch (with the
+searched policy, if any) → a results table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import lightning.pytorch as pl
 import yaml
 from lightning.pytorch.loggers import CSVLogger
 
+from .augment import Policy
+from .augment.export import load_policy
 from .classifier import ImageClassifier
 from .constraints import Budget
 from .data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule
@@ -73,6 +77,12 @@ class RetrainConfig:
 
 
 @dataclass
+class AugmentConfig:
+    method: str | None = None  # "dada" or "randaugment"; none: no augmentation
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
@@ -95,6 +105,7 @@ class Recipe:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     @classmethod
@@ -120,7 +131,8 @@ class Recipe:
 
 
 _SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, BudgetConfig,
-                                        SearchConfig, RetrainConfig, TrainerConfig)}
+                                        SearchConfig, RetrainConfig, AugmentConfig,
+                                        TrainerConfig)}
 _SCALARS = {"int": int, "float": (int, float), "str": str}
 
 
@@ -161,7 +173,7 @@ def _trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=()
 def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> list[dict]:
     """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; returns the rows
     of the results table."""
-    from .callbacks import OneShotNAS
+    from .callbacks import AugmentSearch, OneShotNAS
     from .search_spaces import create_space
 
     out_dir = Path(out_dir)
@@ -186,36 +198,49 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
                      mutation_prob=search.mutation_prob,
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
                      overwrite=overwrite)
+    if recipe.augment.options and recipe.augment.method is None:
+        raise ValueError(f"augment.options need an augment.method (dada or randaugment), got "
+                         f"options {recipe.augment.options!r} and no method")
+    callbacks = [nas]
+    if recipe.augment.method is not None:  # bad methods and options fail here, before training
+        callbacks.append(AugmentSearch(recipe.augment.method, export_dir=out_dir,
+                                       seed=recipe.seed, overwrite=overwrite,
+                                       **recipe.augment.options))
     model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
-    _trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, [nas]).fit(model, datamodule)
+    _trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks).fit(model,
+                                                                                 datamodule)
     search_seconds = time.perf_counter() - start
+    policy = None if recipe.augment.method is None else load_policy(out_dir)
 
     arch = load_architecture(out_dir)
     space, table = nas.space, nas.cost_table
     candidates = {"searched": arch.sample, "largest": space.largest(),
                   "smallest": space.smallest()}
-    accuracy, _ = _test(build_subnet(arch), datamodule, out_dir, "inherited", recipe, epochs=0)
+    accuracy, _ = _test(build_subnet(arch), datamodule, out_dir, "inherited", recipe, None,
+                        epochs=0)
     rows = [_row("searched, inherited weights", arch, table, arch.score, accuracy)]
     for name, sample in candidates.items():
         rebuilt = dataclasses.replace(arch, sample=sample)
         pl.seed_everything(recipe.seed, verbose=False)
         accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
-                                  f"retrain_{name}", recipe, epochs=recipe.retrain.epochs)
+                                  f"retrain_{name}", recipe, policy, epochs=recipe.retrain.epochs)
         rows.append(_row(f"{name}, retrained from scratch", rebuilt, table,
                          arch.score if name == "searched" else None, accuracy))
         if name == "searched":
             winner_seconds = seconds
     table_md = render_results(rows, recipe, search_seconds, winner_seconds,
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, policy)
     atomic_write(out_dir / "results.md", lambda p: p.write_text(table_md))
     print(table_md)
     return rows
 
 
-def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, epochs: int
-          ) -> tuple[float, float]:
-    """Test accuracy of ``net`` after ``epochs`` of training, and the training's seconds."""
-    module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay)
+def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
+          epochs: int) -> tuple[float, float]:
+    """Test accuracy of ``net`` after ``epochs`` of training (augmented by ``policy``), and
+    the training's seconds."""
+    module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay,
+                             policy=policy, augment_seed=recipe.seed)
     trainer = _trainer(recipe, out_dir, name, epochs)
     started = time.perf_counter()
     if epochs:
@@ -232,7 +257,7 @@ def _row(name: str, arch: Architecture, table, heldout, test_acc: float) -> dict
 
 
 def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: float,
-                   total_s: float) -> str:
+                   total_s: float, policy: Policy | None = None) -> str:
     lines = [f"# Results: {recipe.name}", "",
              "| model | MACs | params | held-out top-1 (supernet) | test top-1 |",
              "|---|---:|---:|---:|---:|"]
@@ -244,6 +269,11 @@ def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: 
               f"epochs); one standalone training of the winner: {winner_s:.0f} s "
               f"({recipe.retrain.epochs} epochs); search cost = {search_s / winner_s:.1f}x "
               f"that training. Whole run: {total_s:.0f} s.",
-              "MACs are multiply-adds for one input (fvcore's 'flops').", "",
+              "MACs are multiply-adds for one input (fvcore's 'flops')."]
+    if policy is not None:
+        lines.append(f"The augmentation policy was searched in the supernet fit "
+                     f"({recipe.augment.method}; `policy.json`, {len(policy.sub_policies)} "
+                     "sub-policies) and augments every retraining.")
+    lines += ["",
               "```yaml", yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False).strip(), "```"]
     return "\n".join(lines) + "\n"

@@ -52,6 +52,20 @@ def test_run_recipe_end_to_end(tmp_path, capsys):
     assert json.loads((out / "architecture.json").read_text()) == arch
 
 
+def test_joint_recipe_searches_the_policy_and_retrains_with_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    joint = RECIPE.with_name("digits_spos_dada.yaml")
+    assert main(["run", str(joint), "--out", str(out),
+                 *overrides(TINY + ["data.kwargs={batch_size: 64}", "search.budget.macs=5e5",
+                                    "augment.options={update_every: 4, ops: [rotate, invert]}"])
+                 ]) == 0
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy["name"] == "dada" and len(policy["sub_policies"]) == 4  # 2 x 2 ordered pairs
+    assert json.loads((out / "augment_search.json").read_text())["updates"] >= 1
+    assert "(dada; `policy.json`, 4 sub-policies) and augments every retraining" in \
+        (out / "results.md").read_text()
+
+
 @pytest.mark.parametrize("item, message", [
     ("supernet.epoch=3", "unknown key recipe.supernet.epoch (did you mean 'epochs'?)"),
     ("supernet.epochs=ten", "recipe.supernet.epochs='ten' must be of type int"),
@@ -64,6 +78,9 @@ def test_run_recipe_end_to_end(tmp_path, capsys):
     ("search.budget.macs=lots", "recipe.search.budget.macs='lots' must be of type float or null"),
     ("name.x=1", "cannot apply 'name.x=1': name is"),
     ("data.kwargs={size: 8}", "data.kwargs ['size'] are not accepted by dataset 'digits'"),
+    ("augment.method=dadda", "unknown augmentation search method 'dadda' (did you mean 'dada'?)"),
+    ("augment={method: dada, options: {num_ops: [1]}}", "got unknown option(s) ['num_ops']"),
+    ("augment.options={top_k: 5}", "augment.options need an augment.method"),
 ])
 def test_bad_recipe_values_are_reported(tmp_path, capsys, item, message):
     code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"),

@@ -34,6 +34,8 @@ class DigitsDataModule(ArrayDataModule):
         batch_size: int = 64,
         heldout_fraction: float = 0.15,
         test_fraction: float = 0.15,
+        train_fraction: float = 1.0,
+        img_size: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
     ):
@@ -41,6 +43,8 @@ class DigitsDataModule(ArrayDataModule):
             batch_size=batch_size,
             heldout_fraction=heldout_fraction,
             test_fraction=test_fraction,
+            train_fraction=train_fraction,
+            img_size=img_size,
             seed=seed,
             num_workers=num_workers,
         )
