@@ -122,8 +122,9 @@ def main() -> None:
         f"{sizes.sizes['test']}), a fixed 3-conv "
         f"network, AdamW + cosine, {epochs} epochs, batch {BATCH}, seeds 0..{seeds - 1} "
         f"(data split, weights and augmentation all follow the seed), {args.threads} CPU "
-        "threads. The searches use the same training split, score on the held-out split, and "
-        "never see the test split. Reproduce with `python -m benchmarks.bench_augment_quality`.",
+        f"thread{'s' if args.threads > 1 else ''}. The searches use the same training split, "
+        "score on the held-out split, and never see the test split. Reproduce with "
+        "`python -m benchmarks.bench_augment_quality`.",
         "",
         "| policy | test top-1, mean | spread (min - max) | per seed | fit seconds |",
         "|---|---:|---:|---|---:|",
