@@ -6,6 +6,7 @@ from pathlib import Path
 README = Path(__file__).parents[1] / "README.md"
 SHRINK = {  # README text -> the same call with fewer steps
     "max_epochs=3": "max_epochs=1, limit_train_batches=2, enable_progress_bar=False",
+    "max_epochs=2": "max_epochs=1, limit_train_batches=2, enable_progress_bar=False",
     "overwrite=True)": "overwrite=True, population_size=4, generations=2, progress=False)",
 }
 
@@ -22,3 +23,4 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert namespace["arch"].macs <= 600_000
     assert "['mobilenet_tiny']" in capsys.readouterr().out
     assert namespace["images"].shape == (8, 3, 32, 32)
+    assert namespace["policy"].name == "dada" and namespace["unsupported"] == ["equalize"]
