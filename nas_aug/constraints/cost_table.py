@@ -4,7 +4,9 @@ Counting a whole sub-network (fvcore traces it) takes too long to do for every c
 search. The table splits the supernet into *units*: modules whose input shape is the same under
 every sample and whose cost depends on a few labels of their own. Each unit is extracted and
 counted once per combination of its labels; a sample's cost is then a sum of look-ups, gated by
-the elastic depths and layer choices that decide whether a unit runs at all.
+the elastic depths and layer choices that decide whether a unit runs at all. The same tables
+give the exact expected cost when each label is drawn from a probability vector, as a
+differentiable function of the probabilities (a penalty for gradient-based search).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..space import ElasticDepth, LayerChoice, Space
+from ..space.mixing import check_weights
 from ..supernet import activate, device_of, extract_subnet, record_input_shapes, space_of
 from .budget import Cost
 from .counters import FvcoreCounter, MacCounter, count_params
@@ -68,6 +71,7 @@ class CostTable:
         self.units = units
         self.input_shape = tuple(input_shape)
         self.counter_name = counter_name
+        self._grids: dict[torch.device, list[tuple[tuple[str, ...], torch.Tensor]]] = {}
 
     def __call__(self, sample: Mapping[str, Any]) -> Cost:
         macs = params = 0
@@ -76,6 +80,54 @@ class CostTable:
                 cost = unit.costs[tuple(sample[label] for label in unit.labels)]
                 macs, params = macs + cost.macs, params + cost.params
         return Cost(macs, params)
+
+    def expected(self, probabilities: Mapping[str, torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected MACs and parameters, as float64 scalars differentiable in the
+        probabilities, when each label is drawn independently from its probability vector
+        (``{label: 1-D tensor over its candidates}``, every label). Exact where each vector
+        sums to 1 (not checked): a unit's cost is weighted by the labels it depends on only.
+
+        >>> from nas_aug.space import ElasticConv2d, ValueChoice
+        >>> from nas_aug.constraints import TorchCounter
+        >>> conv = ElasticConv2d(1, 4, 1, out_channels_choice=ValueChoice("w", [2, 4]))
+        >>> table = CostTable.build(conv, (1, 3, 3), counter=TorchCounter())
+        >>> table({"w": 2}), table({"w": 4})
+        (Cost(macs=18, params=2), Cost(macs=36, params=4))
+        >>> macs, params = table.expected({"w": torch.tensor([0.5, 0.5])})
+        >>> macs.item(), params.item()
+        (27.0, 3.0)
+        """
+        probabilities = check_weights(self.space, probabilities, complete=True)
+        device = next(iter(probabilities.values()), torch.zeros(0)).device
+        total = torch.zeros(2, dtype=torch.float64, device=device)
+        for labels, grid in self._cost_grids(device):
+            for label in reversed(labels):  # contract the last label's axis each time
+                grid = grid @ probabilities[label].to(torch.float64)
+            total = total + grid
+        return total[0], total[1]
+
+    def _cost_grids(self, device: torch.device) -> list[tuple[tuple[str, ...], torch.Tensor]]:
+        """Per set of labels, the summed (MACs, params) of the units that depend on exactly
+        those labels (their own and their gates'), zero where a gate stops a unit: a grid of
+        shape ``(2, n_1, ..., n_k)`` over the labels' candidates."""
+        if device not in self._grids:
+            order = {label: i for i, label in enumerate(self.space.labels)}
+            grids: dict[tuple[str, ...], torch.Tensor] = {}
+            for unit in self.units:
+                labels = tuple(sorted({*unit.labels, *(label for label, _, _ in unit.gates)},
+                                      key=order.__getitem__))
+                candidates = [self.space.candidates(label) for label in labels]
+                grid = grids.setdefault(labels, torch.zeros(2, *map(len, candidates),
+                                                            dtype=torch.float64))
+                for index in itertools.product(*(range(len(c)) for c in candidates)):
+                    sample = {label: c[i] for label, c, i in zip(labels, candidates, index)}
+                    if unit.runs(sample):
+                        cost = unit.costs[tuple(sample[label] for label in unit.labels)]
+                        grid[(slice(None), *index)] += torch.tensor([cost.macs, cost.params],
+                                                                    dtype=torch.float64)
+            self._grids[device] = [(labels, grid.to(device)) for labels, grid in grids.items()]
+        return self._grids[device]
 
     @classmethod
     def build(cls, model: nn.Module, input_shape: tuple[int, ...],

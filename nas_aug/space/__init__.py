@@ -2,6 +2,7 @@
 
 from .choice import MappedChoice, Sample, Space, ValueChoice, sample_key
 from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
+from .mixing import mixed, set_mixing
 from .modules import ChoiceModule, ElasticDepth, LayerChoice
 
 __all__ = [
@@ -15,5 +16,7 @@ __all__ = [
     "Sample",
     "Space",
     "ValueChoice",
+    "mixed",
     "sample_key",
+    "set_mixing",
 ]

@@ -3,12 +3,17 @@
 Input channels are read from the input tensor, output channels and kernel size from the
 active sample. A smaller kernel is the centre of the largest one (as in Once-for-All), and a
 narrower layer uses the first channels of the widest one, so every path shares storage.
+
+Mixed (see :mod:`nas_aug.space.mixing`), a layer computes its largest width with a non-zero
+weight and a layer that reads a mixed width masks its input channels by it (FBNetV2's mask,
+applied after any batch norm and activation in between); a mixed kernel is the weighted sum of
+the centre crops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +21,12 @@ from torch import nn
 
 from .choice import MappedChoice, ValueChoice, largest_value, resolve
 from .modules import ChoiceModule, _require_shape
+
+if TYPE_CHECKING:
+    from .mixing import Mix
+
+# (label, input width under each of its candidates) of a layer whose input width is mixed
+InputWidth = tuple[str, tuple[int, ...]]
 
 
 def _sources(*values: Any) -> list[ValueChoice]:
@@ -34,6 +45,32 @@ def _check_in(module: nn.Module, got: int, most: int) -> None:
                          f"channels/features but received {got}")
 
 
+def _centre(weight: torch.Tensor, size: int) -> torch.Tensor:
+    start = (weight.shape[-1] - size) // 2
+    return weight[..., start:start + size, start:start + size]
+
+
+def _mix_of(choice: Any, mixing: dict[str, Mix]) -> Mix | None:
+    return mixing.get(choice.label) if isinstance(choice, (ValueChoice, MappedChoice)) else None
+
+
+def _mixed_width(choice: Any, mixing: dict[str, Mix]) -> int | None:
+    """The largest width of ``choice`` with a non-zero weight, ``None`` if it is not mixed."""
+    mix = _mix_of(choice, mixing)
+    return None if mix is None else mix.largest(choice.candidates)
+
+
+def _mask_inputs(module: ElasticConv2d | ElasticLinear, weight: torch.Tensor,
+                 size: int) -> torch.Tensor:
+    """``weight`` with input column ``c`` scaled by the mixed weight of the widths above ``c``
+    (the same as masking the input, on the smaller tensor)."""
+    mix = None if module.input_width is None else module.mixing.get(module.input_width[0])
+    if mix is None:
+        return weight
+    mask = mix.mask(module.input_width[1], size, weight)
+    return weight * mask.view(1, size, *(1,) * (weight.dim() - 2))
+
+
 class ElasticConv2d(nn.Conv2d, ChoiceModule):
     """A conv whose output channels and (odd) kernel size are choices; "same" padding.
 
@@ -46,6 +83,9 @@ class ElasticConv2d(nn.Conv2d, ChoiceModule):
     >>> conv(torch.zeros(2, 4, 6, 6)).shape
     torch.Size([2, 8, 6, 6])
     """
+
+    mixable = True
+    input_width: InputWidth | None = None  # set by set_mixing's probe
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | ValueChoice,
                  stride: int = 1, depthwise: bool = False, bias: bool = False,
@@ -77,18 +117,35 @@ class ElasticConv2d(nn.Conv2d, ChoiceModule):
         if self.out_choice is not None:
             self.active_out = resolve(self.out_choice, sample)
 
-    def _active(self, in_channels: int) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+    def _active(self, in_channels: int, out: int | None = None, kernel: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
         _check_in(self, in_channels, self.in_channels)
-        out = in_channels if self.depthwise else self.active_out
-        start = (self.kernel_size[0] - self.active_kernel) // 2
-        end = start + self.active_kernel
-        weight = self.weight[:out, : 1 if self.depthwise else in_channels, start:end, start:end]
+        out = in_channels if self.depthwise else self.active_out if out is None else out
+        kernel = self.active_kernel if kernel is None else kernel
+        weight = _centre(self.weight[:out, : 1 if self.depthwise else in_channels], kernel)
         bias = None if self.bias is None else self.bias[:out]
         return weight, bias, out, in_channels if self.depthwise else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mixing is not None:
+            return self._mixed_forward(x)
         weight, bias, _, groups = self._active(x.shape[1])
         return F.conv2d(x, weight, bias, self.stride, self.active_kernel // 2, 1, groups)
+
+    def _mixed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel_mix = _mix_of(self.kernel_choice, self.mixing)
+        if kernel_mix is None:
+            kernel = self.active_kernel
+        else:  # the largest kernel with a non-zero weight; smaller ones are its zero-padded centre
+            sizes = self.kernel_choice.candidates
+            kernel = kernel_mix.largest(sizes)
+        weight, bias, _, groups = self._active(
+            x.shape[1], _mixed_width(self.out_choice, self.mixing), kernel)
+        weight = _mask_inputs(self, weight, x.shape[1])
+        if kernel_mix is not None:
+            weight = kernel_mix.combine(lambda i: F.pad(_centre(weight, sizes[i]),
+                                                        [(kernel - sizes[i]) // 2] * 4))
+        return F.conv2d(x, weight, bias, self.stride, kernel // 2, 1, groups)
 
     def freeze(self, input_shape: tuple[int, ...] | None) -> nn.Module:
         in_channels = _require_shape(self, input_shape)[1]
@@ -110,6 +167,9 @@ class ElasticLinear(nn.Linear, ChoiceModule):
     torch.Size([3, 10])
     """
 
+    mixable = True
+    input_width: InputWidth | None = None  # set by set_mixing's probe
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  out_features_choice: ValueChoice | MappedChoice | None = None):
         if out_features_choice is not None and largest_value(out_features_choice) > out_features:
@@ -126,12 +186,17 @@ class ElasticLinear(nn.Linear, ChoiceModule):
         if self.out_choice is not None:
             self.active_out = resolve(self.out_choice, sample)
 
-    def _active(self, in_features: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _active(self, in_features: int, out: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         _check_in(self, in_features, self.in_features)
-        weight = self.weight[: self.active_out, :in_features]
-        return weight, None if self.bias is None else self.bias[: self.active_out]
+        out = self.active_out if out is None else out
+        weight = self.weight[:out, :in_features]
+        return weight, None if self.bias is None else self.bias[:out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mixing is not None:
+            weight, bias = self._active(x.shape[-1], _mixed_width(self.out_choice, self.mixing))
+            return F.linear(x, _mask_inputs(self, weight, x.shape[-1]), bias)
         return F.linear(x, *self._active(x.shape[-1]))
 
     def freeze(self, input_shape: tuple[int, ...] | None) -> nn.Module:
@@ -147,7 +212,9 @@ class ElasticLinear(nn.Linear, ChoiceModule):
 class ElasticBatchNorm2d(nn.BatchNorm2d, ChoiceModule):
     """Batch norm over the first ``C`` channels of its parameters and running statistics.
 
-    Training updates only the slice in use, in place, so widths share statistics.
+    Training updates only the slice in use, in place, so widths share statistics. Mixed, the
+    input has the largest mixed width and every channel's statistics are updated (the width
+    mask acts after this layer, where the next one reads its input).
 
     >>> import torch
     >>> bn = ElasticBatchNorm2d(16)

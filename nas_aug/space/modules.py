@@ -3,20 +3,33 @@
 Every choice module keeps the largest configuration active until :func:`activate` is called,
 declares its own labels through :meth:`ChoiceModule.choices`, and turns itself into a plain
 module with :meth:`ChoiceModule.freeze` (the weights it keeps are those of the active path).
+While :attr:`ChoiceModule.mixing` is set (see :mod:`nas_aug.space.mixing`), a module computes
+a weighted mixture of its candidates instead of the active one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
 from .choice import ValueChoice
 
+if TYPE_CHECKING:
+    from .mixing import Mix
+
 
 class ChoiceModule(nn.Module):
-    """Base of modules whose active structure is set by a sample (see module docstring)."""
+    """Base of modules whose active structure is set by a sample (see module docstring).
+
+    ``mixing`` (set by :func:`~nas_aug.space.mixing.set_mixing`, ``None`` otherwise) holds the
+    weights of the mixed labels this module reads; only a module whose ``mixable`` is true
+    honours it.
+    """
+
+    mixable: ClassVar[bool] = False
+    mixing: dict[str, Mix] | None = None
 
     def choices(self) -> list[ValueChoice]:
         """The labelled choices this module reads (not those of its children)."""
@@ -48,6 +61,8 @@ class LayerChoice(ChoiceModule):
     16.0
     """
 
+    mixable = True
+
     def __init__(self, label: str, candidates: Mapping[str, nn.Module] | Sequence[nn.Module]):
         super().__init__()
         if not isinstance(candidates, Mapping):
@@ -65,6 +80,10 @@ class LayerChoice(ChoiceModule):
         self.active = self.choice.resolve(sample)
 
     def forward(self, *args, **kwargs):
+        if self.mixing is not None:
+            names = self.choice.candidates
+            return self.mixing[self.choice.label].combine(
+                lambda i: self.candidates[names[i]](*args, **kwargs))
         return self.candidates[self.active](*args, **kwargs)
 
     def freeze(self, input_shape: tuple[int, ...] | None) -> nn.Module:
@@ -83,6 +102,8 @@ class ElasticDepth(ChoiceModule):
     1
     """
 
+    mixable = True
+
     def __init__(self, label: str, blocks: Sequence[nn.Module], min_depth: int = 1):
         super().__init__()
         if not 1 <= min_depth <= len(blocks):
@@ -99,9 +120,19 @@ class ElasticDepth(ChoiceModule):
         self.depth = self.choice.resolve(sample)
 
     def forward(self, x):
+        if self.mixing is not None:
+            return self._mixed_forward(x)
         for block in self.blocks[: self.depth]:
             x = block(x)
         return x
+
+    def _mixed_forward(self, x):
+        """The weighted sum of the outputs after each depth with a non-zero weight."""
+        mix, depths = self.mixing[self.choice.label], self.choice.candidates
+        outputs = {}
+        for depth, block in enumerate(self.blocks[: mix.largest(depths)], 1):
+            x = outputs[depth] = block(x)
+        return mix.combine(lambda i: outputs[depths[i]])
 
     def freeze(self, input_shape: tuple[int, ...] | None) -> nn.Module:
         return nn.Sequential(*self.blocks[: self.depth])

@@ -1,0 +1,341 @@
+"""Differentiable mixed forward of a supernet, for gradient-based one-shot NAS (DARTS, GDAS,
+FBNetV2): each label gets a vector of weights over its candidates, and every choice module
+computes the weighted mixture of its candidates with the shared weights of the supernet.
+
+* a layer choice gives ``sum_i a_i * op_i(x)``, an elastic depth ``sum_d a_d * (x after d
+  blocks)``, an elastic kernel one kernel ``sum_k a_k * (centre crop k, zero-padded)``;
+* an elastic width runs at its largest candidate with a non-zero weight, and the layers that
+  read that width mask their input channels by ``sum_w a_w * 1[c < w]`` (FBNetV2's mask, after
+  any batch norm and activation in between, which act channel by channel).
+
+Only candidates with a non-zero weight are computed, so hard one-hot weights with
+straight-through gradients (GDAS) cost one path, and one-hot weights give the plain forward
+of that sample. Which labels set the input width of each layer is found once per supernet by
+probing it with a few forward passes of an example input; the probe also rejects the labels
+that cannot be mixed (a layer choice whose candidates differ in output shape, an operation
+outside the choice modules that reads a mixed width, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .choice import Space, closest_match
+from .elastic import ElasticConv2d, ElasticLinear, InputWidth
+from .modules import ChoiceModule
+
+__all__ = ["Mix", "UnmixableError", "check_weights", "mixed", "set_mixing"]
+
+
+class UnmixableError(ValueError):
+    """A label whose candidates cannot be mixed differentiably; ``why`` says why.
+
+    >>> err = UnmixableError("op", "its candidates give outputs of different shapes")
+    >>> err.label, isinstance(err, ValueError)
+    ('op', True)
+    """
+
+    def __init__(self, label: str, why: str):
+        super().__init__(f"label {label!r} cannot be mixed differentiably: {why}. Search it "
+                         "with a sampling strategy instead (SPOS: one sampled path per step, as "
+                         "OneShotNAS trains)")
+        self.label, self.why = label, why
+
+
+@dataclass(frozen=True, eq=False)
+class Mix:
+    """The weights of one label over its candidates; ``active`` lists the non-zero ones, the
+    only candidates a mixed forward computes.
+
+    >>> mix = Mix("w", torch.tensor([0.0, 0.25, 0.75]), active=(1, 2))
+    >>> mix.combine(lambda i: torch.tensor([10.0 * i]))
+    tensor([17.5000])
+    >>> mix.mask([2, 3, 4], 4, torch.zeros(1))
+    tensor([1.0000, 1.0000, 1.0000, 0.7500])
+    >>> mix.largest([2, 3, 4])
+    4
+    """
+
+    label: str
+    weights: Tensor
+    active: tuple[int, ...]
+
+    def __deepcopy__(self, memo: dict) -> Mix:
+        return self  # a copied supernet mixes with the same weights (and their graph)
+
+    def largest(self, values: Sequence) -> object:
+        """The largest of ``values[i]`` over the active candidates ``i``."""
+        return max(values[i] for i in self.active)
+
+    def combine(self, term: Callable[[int], Tensor]) -> Tensor:
+        """``sum_i weights[i] * term(i)`` over the active candidates ``i``."""
+        terms = [term(i) for i in self.active]
+        shapes = sorted({tuple(t.shape) for t in terms})
+        if len(shapes) > 1:
+            raise UnmixableError(self.label,
+                                 f"its candidates give outputs of different shapes {shapes}")
+        total = None
+        for i, t in zip(self.active, terms):
+            t = self.weights[i].to(t.dtype) * t
+            total = t if total is None else total + t
+        return total
+
+    def mask(self, widths: Sequence[int], size: int, like: Tensor) -> Tensor:
+        """``sum_i weights[i] * 1[c < widths[i]]`` for ``c < size``, dtype and device of
+        ``like``: the mixed mask of a tensor whose width is ``widths[i]`` under candidate ``i``."""
+        channels = torch.arange(size, device=like.device)
+        return self.combine(lambda i: (channels < widths[i]).to(like.dtype))
+
+
+def check_weights(space: Space, weights: Mapping[str, Tensor],
+                  complete: bool = False) -> dict[str, Tensor]:
+    """``weights`` as a dict, once each is a 1-D floating-point tensor with one entry per
+    candidate (in candidate order) of a label of ``space``, and, if ``complete``, every label
+    has one. Raises ``ValueError`` naming the label, the value and what is accepted.
+
+    >>> from nas_aug.space import ValueChoice
+    >>> space = Space([ValueChoice("k", [3, 5])])
+    >>> check_weights(space, {"k": torch.tensor([0.5, 0.5, 0.0])})
+    Traceback (most recent call last):
+    ...
+    ValueError: weights['k'] = tensor([...]) of shape (3,): expected ... one per candidate of [3, 5]
+    """
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights are a {{label: tensor}} dict, got {type(weights).__name__}")
+    for label, value in weights.items():
+        if label not in space:
+            raise ValueError(f"unknown label {label!r}{closest_match(label, space.labels)}; "
+                             f"labels are {list(space.labels)}")
+        candidates = list(space.candidates(label))
+        if not (isinstance(value, Tensor) and value.is_floating_point() and value.dim() == 1
+                and len(value) == len(candidates)):
+            shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+            raise ValueError(f"weights[{label!r}] = {value!r}{shape}: expected a 1-D "
+                             f"floating-point tensor of {len(candidates)} weights, one per "
+                             f"candidate of {candidates}")
+    missing = [label for label in space.labels if label not in weights]
+    if complete and missing:
+        raise ValueError(f"weights are missing for labels {missing}: every label needs one")
+    return dict(weights)
+
+
+def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
+               space: Space | None = None, example_input: Tensor | None = None) -> None:
+    """Make ``supernet``'s forward the mixture given by ``weights`` (``{label: 1-D tensor over
+    its candidates}``, e.g. ``softmax(alpha)``); labels left out keep their active value.
+    ``None`` restores the ordinary single-path forward.
+
+    The first call probes the supernet with ``example_input`` (default: a random batch of
+    ``supernet.default_input_shape``). ``ValueError`` for bad weights and for labels that
+    cannot be mixed (the message says why). Set the weights again after each optimiser step
+    of theirs: the mixture keeps the tensors given here, with their autograd graph.
+
+    >>> from nas_aug.space import LayerChoice
+    >>> op = LayerChoice("op", {"relu": nn.ReLU(), "tanh": nn.Tanh()})
+    >>> x = torch.tensor([[-1.0, 2.0]])
+    >>> set_mixing(op, {"op": torch.tensor([0.5, 0.5])}, example_input=x)
+    >>> op(x)
+    tensor([[-0.3808,  1.4820]])
+    >>> set_mixing(op, None)
+    >>> op(x)  # the active candidate again, the last one
+    tensor([[-0.7616,  0.9640]])
+    """
+    from ..supernet import choice_modules, space_of  # lazy: nas_aug.supernet imports this package
+
+    modules = choice_modules(supernet)
+    if weights is None:
+        for _, module in modules:
+            module.mixing = None
+        return
+    weights = check_weights(space or space_of(supernet), weights)
+    mixes = _mixes(weights)
+    plan = supernet.__dict__.get("_mixing_plan")
+    if plan is None:
+        plan = supernet._mixing_plan = _probe(supernet, example_input)
+    for label in mixes:
+        if label in plan.unmixable:
+            raise UnmixableError(label, plan.unmixable[label])
+    _install(modules, mixes, plan.input_widths)
+
+
+@contextmanager
+def mixed(supernet: nn.Module, weights: Mapping[str, Tensor], space: Space | None = None,
+          example_input: Tensor | None = None) -> Iterator[None]:
+    """:func:`set_mixing` for the duration of a ``with`` block; the previous state comes back.
+
+    >>> from nas_aug.space import ElasticDepth
+    >>> stage = ElasticDepth("depth", [nn.Linear(2, 2) for _ in range(2)])
+    >>> x = torch.ones(1, 2)
+    >>> with mixed(stage, {"depth": torch.tensor([1.0, 0.0])}, example_input=x):
+    ...     torch.equal(stage(x), stage.blocks[0](x))
+    True
+    >>> torch.equal(stage(x), stage.blocks[1](stage.blocks[0](x)))
+    True
+    """
+    from ..supernet import choice_modules
+
+    saved = [(module, module.mixing) for _, module in choice_modules(supernet)]
+    set_mixing(supernet, weights, space, example_input)
+    try:
+        yield
+    finally:
+        for module, mixing in saved:
+            module.mixing = mixing
+
+
+def _mixes(weights: Mapping[str, Tensor]) -> dict[str, Mix]:
+    if not weights:
+        return {}
+    nonzero = torch.cat([w.detach().reshape(-1) != 0 for w in weights.values()]).tolist()
+    mixes, start = {}, 0
+    for label, w in weights.items():
+        active = tuple(i for i in range(len(w)) if nonzero[start + i])
+        if not active:
+            raise ValueError(f"weights[{label!r}] are all zero: at least one candidate needs "
+                             "a non-zero weight")
+        mixes[label] = Mix(label, w, active)
+        start += len(w)
+    return mixes
+
+
+def _reads_width(module: nn.Module) -> bool:
+    return isinstance(module, ElasticLinear) or (isinstance(module, ElasticConv2d)
+                                                 and not module.depthwise)
+
+
+def _install(modules: list[tuple[str, ChoiceModule]], mixes: Mapping[str, Mix],
+             input_widths: Mapping[str, InputWidth]) -> None:
+    for name, module in modules:
+        labels = {choice.label for choice in module.choices()}
+        if _reads_width(module):
+            module.input_width = input_widths.get(name)
+            if module.input_width is not None:
+                labels.add(module.input_width[0])
+        module.mixing = {label: mixes[label] for label in labels if label in mixes} or None
+
+
+@dataclass
+class _Plan:
+    input_widths: dict[str, InputWidth]  # module name -> label and widths of its input
+    unmixable: dict[str, str]  # label -> why it cannot be mixed
+
+
+@torch.no_grad()
+def _probe(supernet: nn.Module, example_input: Tensor | None) -> _Plan:
+    """On an eval-mode copy: find which label sets the input width of each width-reading layer
+    (changing one label of the largest sample at a time), then check the labels: widths as
+    found on samples that change several labels, and mixed forwards (see :func:`_check`)."""
+    from ..supernet import activate, choice_modules, device_of, record_input_shapes, space_of
+
+    net = copy.deepcopy(supernet).eval()
+    space, modules = space_of(net), choice_modules(net)
+    _install(modules, {}, {})
+    if example_input is None:
+        shape = getattr(supernet, "default_input_shape", None)
+        if shape is None:
+            raise ValueError(f"{type(supernet).__name__} has no default_input_shape: pass "
+                             "example_input (a batch of inputs) to find the width of each layer")
+        example_input = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    x = example_input.to(device_of(net))
+    readers = {module: name for name, module in modules if _reads_width(module)}
+    unmixable = {choice.label: f"{name or 'the model'} ({type(module).__name__}) has no mixed "
+                               "forward"
+                 for name, module in modules if not module.mixable for choice in module.choices()}
+
+    def input_sizes(sample: Mapping) -> dict[str, int]:
+        activate(net, sample, space)
+        return {readers[m]: shape[-1] if isinstance(m, ElasticLinear) else shape[1]
+                for m, shape in record_input_shapes(net, x).items() if m in readers}
+
+    largest = space.largest()
+    at_largest = input_sizes(largest)
+    sizes = {label: {value: at_largest if value == largest[label] else
+                     input_sizes({**largest, label: value}) for value in space.candidates(label)}
+             for label in space.labels}
+    input_widths: dict[str, InputWidth] = {}
+    for name in readers.values():
+        seen = {label: {v: s[name] for v, s in by_value.items() if name in s}
+                for label, by_value in sizes.items()}
+        labels = [label for label, widths in seen.items() if len(set(widths.values())) > 1]
+        if len(labels) > 1:
+            for label in labels:
+                unmixable.setdefault(label, f"the input width of {name} depends on {labels}")
+        elif labels:
+            (label,) = labels
+            candidates = space.candidates(label)
+            if len(seen[label]) == len(candidates):
+                input_widths[name] = (label, tuple(seen[label][v] for v in candidates))
+            else:
+                unmixable.setdefault(label, f"the input width of {name} is unknown under some "
+                                            "of its candidates")
+
+    rng = random.Random(0)
+    samples = [space.smallest(), largest, space.random(rng), space.random(rng)]
+    for sample in samples:  # samples that change several labels at once
+        for name, size in input_sizes(sample).items():
+            label, widths = input_widths.get(name, (None, ()))
+            if label is not None and widths[space.candidates(label).index(sample[label])] != size:
+                unmixable.setdefault(label, f"the input width of {name} does not follow it "
+                                            "alone")
+
+    def check(labels: list[str]) -> str | None:
+        return _check(net, x, space, labels, samples, input_widths)
+
+    unmixable.update(_blame([label for label in space.labels if label not in unmixable], check))
+    return _Plan(input_widths, unmixable)
+
+
+def _check(net: nn.Module, x: Tensor, space: Space, labels: list[str], samples: list[dict],
+           input_widths: Mapping[str, InputWidth]) -> str | None:
+    """Why mixing ``labels`` fails in ``net``, or ``None``: one-hot weights for each sample, with
+    every candidate computed (as soft weights would), must give the sample's plain forward."""
+    from ..supernet import activate, choice_modules
+
+    modules = choice_modules(net)
+    try:
+        for sample in samples:
+            activate(net, sample, space)
+            _install(modules, {}, input_widths)
+            plain = net(x)
+            mixes = {}
+            for label in labels:
+                candidates = space.candidates(label)
+                one_hot = torch.tensor([float(c == sample[label]) for c in candidates],
+                                       device=x.device)
+                mixes[label] = Mix(label, one_hot, tuple(range(len(candidates))))
+            _install(modules, mixes, input_widths)
+            out = net(x)
+            if isinstance(plain, Tensor) and out.shape != plain.shape:
+                return (f"it sets the shape of the supernet's output ({tuple(plain.shape)} in "
+                        f"the plain forward, {tuple(out.shape)} mixed)")
+            try:
+                torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-5)
+            except AssertionError:
+                return ("one-hot weights do not give the plain forward: does an operation "
+                        "outside the choice modules read a width it sets?")
+    except UnmixableError as err:
+        return err.why
+    except (RuntimeError, ValueError) as err:
+        return f"the mixed forward fails ({err})"
+    finally:
+        _install(modules, {}, input_widths)
+    return None
+
+
+def _blame(labels: list[str], check: Callable[[list[str]], str | None]) -> dict[str, str]:
+    """``{label: why}`` for the labels that fail ``check``: all together first, then one by
+    one (all of them if only their combination fails)."""
+    why = check(labels) if labels else None
+    if why is None:
+        return {}
+    found = {label: w for label in labels if (w := check([label])) is not None}
+    if not found:
+        return dict.fromkeys(labels, why)
+    return found | _blame([label for label in labels if label not in found], check)
