@@ -97,3 +97,21 @@ def user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any,
         output = trainer.strategy.training_step(*((batch, batch_idx) if takes_index
                                                   else (batch,)))
     return output["loss"] if isinstance(output, dict) else output
+
+
+class SkippedBatch(Exception):
+    """The user's ``training_step`` returned ``None`` for a batch: no outer step this time."""
+
+
+def seeded_user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+                     seed: int) -> torch.Tensor:
+    """:func:`user_loss` with the global RNG (dropout, ...) seeded by ``seed`` and restored
+    afterwards, so repeated calls within one outer step see the same randomness and the fit's
+    own random stream is left as it was. Raises :class:`SkippedBatch` for a skipped batch."""
+    devices = [torch.cuda.current_device()] if pl_module.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        loss = user_loss(trainer, pl_module, batch, batch_idx)
+    if loss is None:
+        raise SkippedBatch
+    return loss

@@ -22,7 +22,13 @@ from ..augment.search import METHODS, OuterStep
 from ..export import atomic_write
 from ..space.choice import closest_match
 from ..strategies.bilevel import preserved_buffers
-from ._outer_loop import HeldOutStream, check_heldout_available, heldout_loader, user_loss
+from ._outer_loop import (
+    HeldOutStream,
+    SkippedBatch,
+    check_heldout_available,
+    heldout_loader,
+    seeded_user_loss,
+)
 
 SEARCH_FILE = "augment_search.json"
 
@@ -154,20 +160,20 @@ class AugmentSearch(Callback):
         images, replace = self._raw
         self._raw = None
         heldout: list[Any] = []
+        seed = self.seed * 1_000_003 + trainer.global_step
 
         def heldout_loss() -> torch.Tensor:
             if not heldout:  # one held-out batch per step, fetched when first needed
                 heldout.append(self._stream.next(trainer))
-            return self._loss(trainer, pl_module, heldout[0], batch_idx, trainer.global_step)
+            return seeded_user_loss(trainer, pl_module, heldout[0], batch_idx, seed)
 
         def train_loss(augmented: torch.Tensor) -> torch.Tensor:
-            return self._loss(trainer, pl_module, replace(augmented), batch_idx,
-                              trainer.global_step)
+            return seeded_user_loss(trainer, pl_module, replace(augmented), batch_idx, seed)
 
         weights = [p for p in pl_module.parameters() if p.requires_grad]
         lr = self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"]
         step = OuterStep(images, train_loss, heldout_loss, weights, lr, trainer.global_step)
-        with preserved_buffers(pl_module), contextlib.suppress(_SkippedBatch):
+        with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
             self.method.outer_step(step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -201,20 +207,3 @@ class AugmentSearch(Callback):
         self._heldout_consumed = state_dict["heldout_consumed"]
         self.result = state_dict["result"]
         self.train_seconds = state_dict["train_seconds"]
-
-    # ---- internals ------------------------------------------------------------------------
-    def _loss(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
-              step: int) -> torch.Tensor:
-        """The user's loss, with the global RNG (dropout, ...) seeded by step, so repeated
-        calls within one outer step see the same randomness."""
-        devices = [torch.cuda.current_device()] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1_000_003 + step)
-            loss = user_loss(trainer, pl_module, batch, batch_idx)
-        if loss is None:
-            raise _SkippedBatch
-        return loss
-
-
-class _SkippedBatch(Exception):
-    """The user's ``training_step`` returned ``None`` for a batch: no outer step this time."""

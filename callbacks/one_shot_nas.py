@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
+import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, Cost, CostTable, get_counter
 from ..export import check_export_dir, export_architecture
-from ..space import Sample, Space
+from ..space import Sample, Space, ValueChoice, mixed, set_mixing
+from ..space.choice import closest_match
+from ..strategies.bilevel import preserved_buffers
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
 from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
+from ..strategies.gradient import GRADIENT_METHODS, ArchitectureStep, GradientNAS
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
 from ..validation import check_int
-from ._outer_loop import check_heldout_available, heldout_loader, user_loss
+from ._outer_loop import (
+    HeldOutStream,
+    SkippedBatch,
+    check_heldout_available,
+    heldout_loader,
+    seeded_user_loss,
+    user_loss,
+)
+
+STRATEGIES = ("spos", *GRADIENT_METHODS)
 
 
 def _find_supernet(pl_module: nn.Module) -> nn.Module:
@@ -36,10 +51,19 @@ def _find_supernet(pl_module: nn.Module) -> nn.Module:
 
 
 class OneShotNAS(Callback):
-    """Single-path one-shot NAS as a callback: each training step trains one sampled path of
-    the supernet inside the user's LightningModule; when training ends, an evolutionary search
-    scores sub-networks on the held-out data (batch norm recalibrated for each), keeps those
-    within ``budget``, leaves the winner active in the model and exports it.
+    """One-shot NAS as a callback, inside the user's fit, with one of these strategies:
+
+    * ``"spos"`` (default): each training step trains one sampled path of the supernet; when
+      training ends, an evolutionary search scores sub-networks on the held-out data (batch
+      norm recalibrated for each), keeps those within ``budget``, leaves the winner active in
+      the model and exports it;
+    * ``"darts"`` / ``"gdas"``: the architecture parameters are outer variables trained on
+      held-out batches between the user's weight steps (see
+      :class:`~nas_aug.strategies.gradient.GradientNAS`, whose options ``**strategy_options``
+      are: ``lr``, ``weight_decay``, ``order``, ``beta_decay``, ``temperature``,
+      ``cost_weight``); the weights train under the mixed forward. When training ends the
+      most probable architecture within ``budget`` is derived, the ``top_k`` most probable
+      are scored on the held-out data, and the derived one is left active and exported.
 
     The held-out data is the fit's validation data unless ``heldout`` (a dataloader) is given.
     Candidates are scored by top-1 accuracy of ``pl_module(inputs)``; batches are ``(x, y)``
@@ -50,15 +74,38 @@ class OneShotNAS(Callback):
     >>> callback = OneShotNAS(budget=Budget(macs=1_000_000), export_dir="out", generations=4)
     >>> callback.sampling_name
     'uniform'
+    >>> OneShotNAS(strategy="darts", budget=Budget(macs=1_000_000), lr=1e-3).strategy
+    'darts'
     """
 
     def __init__(self, budget: Budget | None = None, export_dir: str | Path | None = None,
-                 sampling: str = "uniform", sandwich_random: int = 1,
+                 strategy: str = "spos", sampling: str = "uniform", sandwich_random: int = 1,
                  population_size: int = 16, generations: int = 8, mutation_prob: float = 0.1,
                  calibration_batches: int = 8, heldout: Any = None, input_key: str = "image",
                  target_key: str = "label", counter: str = "fvcore",
-                 input_shape: tuple[int, ...] | None = None, seed: int = 0,
-                 overwrite: bool = False, progress: bool = True):
+                 input_shape: tuple[int, ...] | None = None, seed: int = 0, top_k: int = 5,
+                 unroll_lr: float | None = None, overwrite: bool = False, progress: bool = True,
+                 **strategy_options: Any):
+        if strategy not in STRATEGIES:
+            hint = closest_match(strategy, STRATEGIES) if isinstance(strategy, str) else ""
+            raise ValueError(f"unknown strategy {strategy!r}{hint}; choose one of "
+                             f"{list(STRATEGIES)}")
+        accepted = set(inspect.signature(GradientNAS).parameters) - {"space", "method", "seed"}
+        if strategy == "spos" and strategy_options:
+            raise ValueError(f"options {sorted(strategy_options)} belong to the gradient "
+                             f"strategies {list(GRADIENT_METHODS)}, not to strategy='spos'")
+        unknown = sorted(set(strategy_options) - accepted)
+        if unknown:
+            raise ValueError(f"OneShotNAS(strategy={strategy!r}) got unknown option(s) "
+                             f"{unknown}; its options are {sorted(accepted)}")
+        if strategy != "spos" and sampling != "uniform":
+            raise ValueError(f"sampling={sampling!r} is how strategy='spos' picks paths; "
+                             f"strategy={strategy!r} picks them from its own parameters")
+        if unroll_lr is not None and not (isinstance(unroll_lr, (int, float)) and unroll_lr > 0):
+            raise ValueError(f"unroll_lr must be a positive number or None (the learning rate "
+                             f"of the fit's first optimizer), got {unroll_lr!r}")
+        # validates the option values now, on a one-label stand-in for the supernet's space
+        GradientNAS(Space([ValueChoice("check", [0, 1])]), GRADIENT_METHODS[0], **strategy_options)
         if budget is not None and not isinstance(budget, Budget):
             raise ValueError(f"budget must be a nas_aug.Budget or None, got {budget!r}")
         if sampling not in SAMPLINGS:
@@ -67,6 +114,7 @@ class OneShotNAS(Callback):
             raise ValueError(f"input_shape={input_shape!r} must be (channels, height, width), "
                              "without the batch dimension")
         check_int("calibration_batches", calibration_batches, 1)
+        self.strategy, self.strategy_options = strategy, strategy_options
         self.sampling_name = sampling
         self._sampling = SAMPLINGS[sampling](sandwich_random)
         self._counter = get_counter(counter)
@@ -80,6 +128,11 @@ class OneShotNAS(Callback):
         self.input_key, self.target_key = input_key, target_key
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.overwrite, self.progress, self.seed = overwrite, progress, seed
+        self.top_k, self.unroll_lr = check_int("top_k", top_k, 1), unroll_lr
+        self.gradient: GradientNAS | None = None  # the architecture parameters (darts, gdas)
+        self._stream: HeldOutStream | None = None
+        self._heldout_consumed = 0
+        self._pending_gradient_state: dict[str, Any] | None = None
         self.rng = random.Random(seed)
         self.cost_table: CostTable | None = None
         self.result: dict[str, Any] | None = None
@@ -91,7 +144,8 @@ class OneShotNAS(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(sampling=self.sampling_name, seed=self.seed)
+        return self._generate_state_key(strategy=self.strategy, sampling=self.sampling_name,
+                                        seed=self.seed)
 
     # ---- Trainer hooks ----------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -112,14 +166,43 @@ class OneShotNAS(Callback):
                 f"OneShotNAS runs on one process for now, but this fit has world_size="
                 f"{trainer.world_size}: each rank would search on its own shard and could pick a "
                 "different architecture. Use devices=1 (multi-process search is planned)")
+        if self.strategy == "gdas" and not (trainer.max_epochs or 0) > 0:
+            raise ValueError(f"strategy='gdas' anneals its temperature over the fit's epochs "
+                             f"and needs Trainer(max_epochs=...), got {trainer.max_epochs!r}")
         if self.sampling_name == "sandwich" and not pl_module.automatic_optimization:
             raise ValueError("sampling='sandwich' adds the gradients of extra paths before the "
                              "optimizer step, which needs automatic optimization; use "
                              "sampling='uniform' with manual optimization")
         self.cost_table = None
+        if self.strategy != "spos":
+            self.gradient = GradientNAS(self.space, self.strategy, seed=self.seed,
+                                        **self.strategy_options)
         shape = self.input_shape or getattr(self._supernet, "default_input_shape", None)
         if shape is not None:
             self._build_cost_table(tuple(shape))
+            self._check_mixable(torch.zeros(2, *shape))
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.gradient is None:
+            return
+        if self._pending_gradient_state is not None:
+            self.gradient.load_state_dict(self._pending_gradient_state)
+            self._pending_gradient_state = None
+        self.gradient.setup(pl_module.device)
+        self._stream = HeldOutStream(heldout_loader(trainer, self.heldout, "OneShotNAS"),
+                                     consumed=self._heldout_consumed)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.gradient is not None:
+            self.gradient.set_epoch(trainer.current_epoch, trainer.max_epochs)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.gradient is None:
+            return
+        metrics = {f"nas/{key}": value for key, value in self.gradient.metrics().items()}
+        for label, probabilities in self.gradient.alpha.summary().items():
+            metrics.update({f"nas/p/{label}={value}": p for value, p in probabilities.items()})
+        pl_module.log_dict(metrics, on_epoch=True)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -136,6 +219,9 @@ class OneShotNAS(Callback):
                     f"OneShotNAS(input_shape={tuple(x.shape[1:])}) or build the space for it")
         if len(self._recent_inputs) < self.calibration_batches:
             self._recent_inputs.append(x.detach())
+        if self.gradient is not None:
+            self._architecture_step(trainer, pl_module, batch, batch_idx, x)
+            return
         first, *extra = self._sampling.paths(self.space, self.rng)
         activate(self._supernet, first, self.space)
         self._extra_paths = (batch, batch_idx, extra) if extra else None
@@ -156,12 +242,17 @@ class OneShotNAS(Callback):
             precision.backward(loss, pl_module, None)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """While fitting, validate the largest path with batch-norm statistics of its own
-        (recalibrated on this epoch's first training batches; training itself uses batch
-        statistics, so this changes no weight)."""
+        """While fitting, validate the largest path (SPOS) or the arg-max architecture
+        (gradient strategies) with batch-norm statistics of its own (recalibrated on this
+        epoch's first training batches; training itself uses batch statistics, so this
+        changes no weight)."""
         if trainer.state.fn != TrainerFn.FITTING:
             return
-        activate(self._supernet, self.space.largest(), self.space)
+        if self.gradient is not None:  # the architecture derived so far, as a plain path
+            set_mixing(self._supernet, None)
+            activate(self._supernet, self.gradient.alpha.argmax(), self.space)
+        else:
+            activate(self._supernet, self.space.largest(), self.space)
         if self._recent_inputs:
             with trainer.precision_plugin.forward_context():
                 recalibrate_batch_norm(self._supernet, pl_module, self._recent_inputs)
@@ -174,7 +265,11 @@ class OneShotNAS(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.train_seconds += time.perf_counter() - self._train_started
         started = time.perf_counter()
-        self.result = self._search(trainer, pl_module)
+        if self.gradient is not None:
+            set_mixing(self._supernet, None)
+            self.result = self._derive(trainer, pl_module)
+        else:
+            self.result = self._search(trainer, pl_module)
         energy, method = self._meter.stop()
         self.result["cost"] = SearchCost(
             train_seconds=self.train_seconds, search_seconds=time.perf_counter() - started,
@@ -194,20 +289,62 @@ class OneShotNAS(Callback):
                 Cost(self.result["macs"], self.result["params"]), self.result["score"],
                 budget=None if self.budget is None else dataclasses.asdict(self.budget),
                 top=self.result["top"], candidates=self.result["candidates"],
-                search_cost=self.result["cost"])
+                search_cost=self.result["cost"], strategy=self.strategy,
+                probabilities=self.result.get("probabilities"), note=self.result.get("note"))
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state(self.rng), "result": self.result,
-                "search": self.search_state, "train_seconds": self.train_seconds}
+        state = {"rng": rng_state(self.rng), "result": self.result,
+                 "search": self.search_state, "train_seconds": self.train_seconds}
+        if self.gradient is not None:
+            state["gradient"] = self.gradient.state_dict()
+            state["heldout_consumed"] = self._stream.consumed if self._stream else \
+                self._heldout_consumed
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rng = restore_rng(state_dict["rng"])
         self.result = state_dict["result"]
         self.search_state = state_dict.get("search")
         self.train_seconds = state_dict.get("train_seconds", 0.0)
+        self._pending_gradient_state = state_dict.get("gradient")  # loaded in on_fit_start
+        self._heldout_consumed = state_dict.get("heldout_consumed", 0)
 
     # ---- internals ------------------------------------------------------------------------
+    def _check_mixable(self, example: torch.Tensor) -> None:
+        """Gradient strategies: fail now if a label cannot be mixed (the probe runs on a copy)."""
+        if self.gradient is not None:
+            set_mixing(self._supernet, self.gradient.train_mixing(), self.space,
+                       example_input=example.to(next(self._supernet.parameters()).device))
+            set_mixing(self._supernet, None)
+
+    def _architecture_step(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                           batch_idx: int, x: torch.Tensor) -> None:
+        """One outer step on the architecture parameters, then the mixing for the user's step."""
+        if trainer.global_step == 0 and not hasattr(self._supernet, "_mixing_plan"):
+            self._check_mixable(x[:2])
+        heldout: list[Any] = []
+        seed = self.seed * 1_000_003 + trainer.global_step
+
+        def loss(mixing: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
+            with mixed(self._supernet, mixing, self.space):
+                return seeded_user_loss(trainer, pl_module, data, batch_idx, seed)
+
+        def heldout_loss(mixing: dict[str, torch.Tensor]) -> torch.Tensor:
+            if not heldout:  # one held-out batch per step, fetched when first needed
+                heldout.append(self._stream.next(trainer))
+            return loss(mixing, heldout[0])
+
+        limits = (None, None) if self.budget is None else (self.budget.macs, self.budget.params)
+        step = ArchitectureStep(
+            heldout_loss=heldout_loss, train_loss=lambda mixing: loss(mixing, batch),
+            weights=[p for p in pl_module.parameters() if p.requires_grad],
+            lr=self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"],
+            expected_cost=self.cost_table.expected, limits=limits)
+        with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
+            self.gradient.outer_step(step)
+        set_mixing(self._supernet, self.gradient.train_mixing(), self.space)
+
     def _build_cost_table(self, input_shape: tuple[int, ...]) -> None:
         self.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
                                           progress=self.progress)
@@ -216,6 +353,8 @@ class OneShotNAS(Callback):
             raise ValueError(
                 f"{self.budget} is below the smallest sub-network of this space ({smallest} for "
                 f"inputs of shape {input_shape}); raise the budget to at least that")
+        if self.strategy != "spos":
+            return
         try:  # draw the first generation now (look-ups only), so a tight budget fails early
             self._new_search().ask()
         except ValueError as err:
@@ -236,15 +375,15 @@ class OneShotNAS(Callback):
             batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
             yield split_batch(batch, self.input_key, self.target_key)
 
-    def _search(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    def _scorer(self, trainer: Trainer, pl_module: LightningModule
+                ) -> Callable[[Sample], float]:
+        """Held-out top-1 of a sample, its batch norm recalibrated; the sample stays active."""
         heldout = heldout_loader(trainer, self.heldout, "OneShotNAS")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             calibration = [x for x, _ in self._batches(trainer.train_dataloader, trainer,
                                                        self.calibration_batches)]
-        supernet, table = self._supernet, self.cost_table
-        was_training = pl_module.training
-        started, candidates = time.perf_counter(), []
+        supernet = self._supernet
 
         def evaluate(sample: Sample) -> float:
             activate(supernet, sample, self.space)
@@ -256,6 +395,13 @@ class OneShotNAS(Callback):
                     return top1_accuracy(pl_module, self._batches(heldout, trainer))
                 finally:
                     trainer.training = True
+
+        return evaluate
+
+    def _search(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        evaluate, table = self._scorer(trainer, pl_module), self.cost_table
+        was_training = pl_module.training
+        started, candidates = time.perf_counter(), []
 
         def evaluate_and_record(sample: Sample) -> float:
             score, cost = evaluate(sample), table(sample)
@@ -279,3 +425,32 @@ class OneShotNAS(Callback):
         return {"sample": sample, "score": score, "macs": cost.macs, "params": cost.params,
                 "top": top, "candidates": candidates}
 
+    def _derive(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """Gradient strategies: the most probable architecture within the budget; the
+        ``top_k`` most probable are scored on the held-out data for the record."""
+        alpha, table, budget = self.gradient.alpha, self.cost_table, self.budget
+        ranked = alpha.top_k(self.top_k, None if budget is None else
+                             (lambda s: budget.allows(table(s))))
+        if not ranked:
+            raise RuntimeError(f"none of the most probable architectures is within {budget}; "
+                               "raise cost_weight to pull the search under the budget")
+        evaluate, was_training = self._scorer(trainer, pl_module), pl_module.training
+        started, top = time.perf_counter(), []
+        for sample, log_p in reversed(ranked):  # the most probable last: it stays active
+            cost = table(sample)
+            top.append({"sample": sample, "probability": math.exp(log_p),
+                        "score": evaluate(sample), "macs": cost.macs, "params": cost.params,
+                        "seconds": time.perf_counter() - started})
+            self._meter.sample()
+        pl_module.train(was_training)
+        top.reverse()
+        best, argmax = top[0], alpha.argmax()
+        note = None
+        if best["sample"] != argmax:
+            note = (f"the arg-max architecture costs {table(argmax)}, over {budget}: exported "
+                    f"the most probable one within the budget (probability "
+                    f"{best['probability']:.3g})")
+            rank_zero_warn(f"OneShotNAS: {note}")
+        return {"sample": best["sample"], "score": best["score"], "macs": best["macs"],
+                "params": best["params"], "top": top, "candidates": top,
+                "probabilities": alpha.summary(), "argmax": argmax, "note": note}

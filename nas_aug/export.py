@@ -47,6 +47,9 @@ class Architecture:
     budget: dict[str, Any] = field(default_factory=dict)
     top: list[dict[str, Any]] = field(default_factory=list)
     search_cost: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "spos"
+    probabilities: dict[str, Any] = field(default_factory=dict)  # gradient strategies: softmax
+    note: str | None = None
     weights: str | None = WEIGHTS_FILE
     directory: Path | None = field(default=None, compare=False)
 
@@ -94,7 +97,9 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
                         score: float | None, budget: Mapping[str, Any] | None = None,
                         top: list[dict[str, Any]] | None = None,
                         candidates: list[dict[str, Any]] | None = None,
-                        search_cost: Mapping[str, Any] | None = None) -> Architecture:
+                        search_cost: Mapping[str, Any] | None = None, strategy: str = "spos",
+                        probabilities: Mapping[str, Any] | None = None,
+                        note: str | None = None) -> Architecture:
     """Extract ``sample`` from ``supernet`` and write the export files (atomically): the
     architecture, its weights, every evaluated candidate, and the report with its plots."""
     from safetensors.torch import save_file
@@ -111,7 +116,8 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
         sample=dict(sample), input_shape=tuple(input_shape), macs=cost.macs, params=cost.params,
         score=score, budget=dict(budget or {}), top=list(top or []),
-        search_cost=dict(search_cost or {}), directory=directory)
+        search_cost=dict(search_cost or {}), strategy=strategy,
+        probabilities=dict(probabilities or {}), note=note, directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     text = json.dumps(arch.to_json(), indent=2) + "\n"

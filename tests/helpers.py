@@ -1,8 +1,11 @@
 """Helpers shared by the tests (importable as ``helpers``: pytest puts tests/ on the path)."""
 
+import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from nas_aug import Budget
 from nas_aug.supernet import activate, space_of
 
 # small versions of the registered spaces (a space not listed here is built with defaults)
@@ -38,3 +41,37 @@ def split_tensors(datamodule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 def image_rows(images: torch.Tensor) -> list[bytes]:
     """Each image as bytes, to compare splits by content."""
     return [row.numpy().tobytes() for row in images.reshape(len(images), -1)]
+
+
+class LitClassifier(pl.LightningModule):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.backbone(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def make_trainer(callbacks, **overrides):
+    kwargs = dict(max_epochs=1, limit_train_batches=4, limit_val_batches=2, logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False)
+    return pl.Trainer(callbacks=callbacks, **{**kwargs, **overrides})
+
+
+def midway_budget(costs):
+    smallest = costs(costs.space.smallest()).macs
+    return Budget(macs=(smallest + costs(costs.space.largest()).macs) // 2)

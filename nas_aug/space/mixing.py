@@ -44,8 +44,8 @@ class UnmixableError(ValueError):
 
     def __init__(self, label: str, why: str):
         super().__init__(f"label {label!r} cannot be mixed differentiably: {why}. Search it "
-                         "with a sampling strategy instead (SPOS: one sampled path per step, as "
-                         "OneShotNAS trains)")
+                         "with a sampling strategy instead (SPOS: one sampled path per step, "
+                         "OneShotNAS(strategy='spos'))")
         self.label, self.why = label, why
 
 

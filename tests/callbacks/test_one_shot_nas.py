@@ -7,6 +7,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import LitClassifier, make_trainer, midway_budget
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -23,43 +24,9 @@ SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kerne
 SEARCH = dict(population_size=4, generations=2, calibration_batches=2, progress=False)
 
 
-class LitClassifier(pl.LightningModule):
-    def __init__(self, backbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x):
-        return self.backbone(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", F.cross_entropy(self(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-
-def make_trainer(callbacks, **overrides):
-    kwargs = dict(max_epochs=1, limit_train_batches=4, limit_val_batches=2, logger=False,
-                  enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False)
-    return pl.Trainer(callbacks=callbacks, **{**kwargs, **overrides})
-
-
 @pytest.fixture(scope="module")
 def costs():
     return CostTable.build(create_space("mobilenet_tiny", **SPACE), (1, 8, 8))
-
-
-def midway_budget(costs):
-    smallest = costs(costs.space.smallest()).macs
-    return Budget(macs=(smallest + costs(costs.space.largest()).macs) // 2)
 
 
 def test_drop_in_fit_searches_within_budget_and_exports(tmp_path, costs):

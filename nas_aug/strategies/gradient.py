@@ -1,0 +1,202 @@
+"""Gradient-based one-shot NAS (DARTS, GDAS): the outer loop over architecture parameters.
+
+The weights train under the mixed forward (:func:`nas_aug.space.set_mixing`) with the weights
+:meth:`GradientNAS.train_mixing` gives: every candidate mixed by ``softmax(alpha)`` (DARTS) or one
+hard Gumbel-softmax draw per label (GDAS, one path per step). Between weight steps,
+:meth:`GradientNAS.outer_step` moves ``alpha`` (its own Adam, never the user's optimizer) along
+the gradient of
+
+    L_val(alpha) + beta_decay * sum_label KL(uniform || softmax(alpha)) + cost_weight * overshoot
+
+where ``overshoot = relu(E[MACs] / budget - 1)`` (and the same for parameters) with the expected
+cost exact under ``softmax(alpha)`` (:meth:`~nas_aug.constraints.CostTable.expected`).
+First order by default: ``L_val`` at the current weights; ``order=2`` uses the held-out loss
+after one virtual SGD step and DARTS's finite-difference Hessian-vector product
+(:func:`~nas_aug.strategies.bilevel.unrolled_hypergradient`).
+
+>>> from nas_aug.space import Space, ValueChoice
+>>> nas = GradientNAS(Space([ValueChoice("k", [3, 5])]), method="gdas", temperature=(10, 0.1))
+>>> nas.set_epoch(1, max_epochs=3)
+>>> nas.temperature
+5.05
+>>> nas.set_epoch(2, max_epochs=3)
+>>> nas.temperature
+0.1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..space import Space
+from ..validation import check_int
+from .bilevel import gradients, unrolled_hypergradient
+from .differentiable import ArchitectureParameters
+
+__all__ = ["GRADIENT_METHODS", "ArchitectureStep", "GradientNAS"]
+
+GRADIENT_METHODS = ("darts", "gdas")
+
+Mixing = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ArchitectureStep:
+    """What :meth:`GradientNAS.outer_step` needs from the fit at one step.
+
+    ``heldout_loss(mixing)`` / ``train_loss(mixing)``: the user's loss on this step's held-out
+    / training batch with the supernet mixed by ``mixing``; ``weights`` the model's trainable
+    weights; ``lr`` the virtual step's learning rate (second order only);
+    ``expected_cost(probabilities)`` the differentiable expected ``(macs, params)``;
+    ``limits`` the budget's ``(macs, params)``, ``None`` where unbounded.
+    """
+
+    heldout_loss: Callable[[Mixing], Tensor]
+    train_loss: Callable[[Mixing], Tensor]
+    weights: Sequence[Tensor]
+    lr: float
+    expected_cost: Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]] | None = None
+    limits: tuple[float | None, float | None] = (None, None)
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+                         f"number, got {value!r}")
+    return float(value)
+
+
+class GradientNAS:
+    """The architecture as outer variables: DARTS or GDAS on ``space``.
+
+    ``lr`` / ``weight_decay``: Adam on ``alpha`` (betas 0.5, 0.999 as DARTS; the learning rate
+    is DARTS's 3e-4 scaled up for fits of hundreds, not tens of thousands, of steps); ``order``
+    1 or 2; ``beta_decay``: the weight of beta-DARTS's regulariser, the collapse remedy (0
+    turns it off; on digits, 0.1 held every distribution near uniform and 0.01 let them
+    move); ``temperature``: GDAS's ``(start, end)``, annealed linearly over the epochs;
+    ``cost_weight``: the weight of the budget overshoot penalty.
+
+    >>> from nas_aug.space import Space, ValueChoice
+    >>> nas = GradientNAS(Space([ValueChoice("d", [1, 2, 3])]), method="darts")
+    >>> {k: v.tolist() for k, v in nas.train_mixing().items()}
+    {'d': [0.3333333432674408, 0.3333333432674408, 0.3333333432674408]}
+    """
+
+    def __init__(self, space: Space, method: str = "darts", lr: float = 1e-2,
+                 weight_decay: float = 1e-3, order: int = 1, beta_decay: float = 0.01,
+                 temperature: tuple[float, float] = (10.0, 0.1), cost_weight: float = 1.0,
+                 seed: int = 0):
+        if method not in GRADIENT_METHODS:
+            raise ValueError(f"unknown gradient method {method!r}; choose one of "
+                             f"{list(GRADIENT_METHODS)}")
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 (first-order) or 2 (unrolled, DARTS's "
+                             f"second order), got {order!r}")
+        if not (isinstance(temperature, (tuple, list)) and len(temperature) == 2):
+            raise ValueError(f"temperature must be a (start, end) pair, got {temperature!r}")
+        self.method, self.order = method, order
+        self.lr = _positive("lr", lr)
+        self.weight_decay = _positive("weight_decay", weight_decay, allow_zero=True)
+        self.beta_decay = _positive("beta_decay", beta_decay, allow_zero=True)
+        self.cost_weight = _positive("cost_weight", cost_weight, allow_zero=True)
+        self.temperatures = tuple(_positive("temperature", t) for t in temperature)
+        self.temperature = self.temperatures[0]
+        self.alpha = ArchitectureParameters(space)
+        self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
+        self.optimizer = self._new_optimizer()
+        self.updates = 0
+        self.last_losses: dict[str, float] = {}
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.alpha.parameters(), lr=self.lr, betas=(0.5, 0.999),
+                                weight_decay=self.weight_decay)
+
+    def setup(self, device: torch.device) -> None:
+        state = self.optimizer.state_dict()
+        self.alpha.to(device)
+        self.optimizer = self._new_optimizer()
+        self.optimizer.load_state_dict(state)
+
+    def set_epoch(self, epoch: int, max_epochs: int) -> None:
+        """GDAS's temperature for ``epoch`` (0-based): linear from start to end."""
+        start, end = self.temperatures
+        fraction = epoch / (max_epochs - 1) if max_epochs > 1 else 1.0
+        fraction = min(1.0, fraction)
+        self.temperature = start * (1.0 - fraction) + end * fraction
+
+    def _mixing(self, noise: torch.Generator | None = None) -> Mixing:
+        if self.method == "darts":
+            return self.alpha.soft()
+        return self.alpha.gumbel(self.temperature, noise or self.generator)
+
+    def train_mixing(self) -> Mixing:
+        """The weights the supernet mixes by for a weight step (no graph to ``alpha``)."""
+        with torch.no_grad():
+            return self._mixing()
+
+    def regulariser(self, step: ArchitectureStep) -> Tensor:
+        """beta-decay plus the budget overshoot penalty (both differentiable in ``alpha``)."""
+        loss = self.beta_decay * self.alpha.beta_decay()
+        self.last_losses["beta_decay"] = float(loss.detach())
+        if step.expected_cost is not None and self.cost_weight and any(step.limits):
+            expected = step.expected_cost(self.alpha.soft())
+            overshoot = sum(torch.relu(value / limit - 1.0)
+                            for value, limit in zip(expected, step.limits) if limit)
+            self.last_losses["expected_macs"] = float(expected[0].detach())
+            self.last_losses["overshoot"] = float(overshoot.detach())
+            loss = loss + self.cost_weight * overshoot.to(loss.dtype)
+        return loss
+
+    def outer_step(self, step: ArchitectureStep) -> None:
+        """One Adam step on ``alpha`` from the held-out loss at this step."""
+        params = list(self.alpha.parameters())
+        state = self.generator.get_state()  # GDAS: the same draw in every pass of this step
+
+        def mixing() -> Mixing:
+            replay = torch.Generator().set_state(state) if self.method == "gdas" else None
+            return self._mixing(replay)
+
+        def heldout() -> Tensor:
+            loss = step.heldout_loss(mixing())
+            self.last_losses["heldout"] = float(loss.detach())
+            return loss
+
+        if self.order == 1:
+            grads = gradients(heldout(), params)
+        else:
+            grads = unrolled_hypergradient(lambda: step.train_loss(mixing()), heldout,
+                                           step.weights, params, step.lr)
+        if self.method == "gdas":
+            self._mixing()  # move the generator past this step's draw
+        regular = gradients(self.regulariser(step), params)
+        for parameter, grad, extra in zip(params, grads, regular):
+            parameter.grad = grad + extra
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.updates += 1
+
+    def metrics(self) -> dict[str, float]:
+        entropy = self.alpha.entropy()
+        out = {f"entropy/{label}": value for label, value in entropy.items()}
+        out["entropy_mean"] = sum(entropy.values()) / max(1, len(entropy))
+        out["temperature"] = self.temperature
+        out.update(self.last_losses)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "temperature": self.temperature,
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.alpha.load_state_dict(state["alpha"])
+        self.optimizer = self._new_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.temperature, self.updates = state["temperature"], state["updates"]
