@@ -62,6 +62,8 @@ class BudgetConfig:
 
 @dataclass
 class SearchConfig:
+    strategy: str = "spos"  # "spos" (evolution after training), "darts" or "gdas"
+    options: dict[str, Any] = field(default_factory=dict)  # the gradient strategies' options
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     population_size: int = 16
     generations: int = 8
@@ -191,13 +193,13 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
     supernet = create_space(recipe.space.name, **recipe.space.kwargs)
     search = recipe.search
     limits = {k: v for k, v in dataclasses.asdict(search.budget).items() if v is not None}
-    nas = OneShotNAS(budget=Budget(**limits) if limits else None,
+    nas = OneShotNAS(budget=Budget(**limits) if limits else None, strategy=search.strategy,
                      export_dir=out_dir, sampling=recipe.supernet.sampling,
                      sandwich_random=recipe.supernet.sandwich_random,
                      population_size=search.population_size, generations=search.generations,
                      mutation_prob=search.mutation_prob,
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
-                     overwrite=overwrite)
+                     overwrite=overwrite, **search.options)
     if recipe.augment.options and recipe.augment.method is None:
         raise ValueError(f"augment.options need an augment.method (dada or randaugment), got "
                          f"options {recipe.augment.options!r} and no method")

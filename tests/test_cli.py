@@ -66,6 +66,18 @@ def test_joint_recipe_searches_the_policy_and_retrains_with_it(tmp_path, capsys)
         (out / "results.md").read_text()
 
 
+@pytest.mark.parametrize("strategy", ["darts", "gdas"])
+def test_recipe_with_a_gradient_strategy(strategy, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(RECIPE), "--out", str(out),
+                 *overrides(TINY + ["search.budget.macs=5e5", f"search.strategy={strategy}",
+                                    "search.options={lr: 0.05}",
+                                    "supernet.sampling=uniform"])]) == 0
+    arch = json.loads((out / "architecture.json").read_text())
+    assert arch["strategy"] == strategy and arch["macs"] <= 500_000
+    assert set(arch["probabilities"]) == set(arch["sample"])
+
+
 @pytest.mark.parametrize("item, message", [
     ("supernet.epoch=3", "unknown key recipe.supernet.epoch (did you mean 'epochs'?)"),
     ("supernet.epochs=ten", "recipe.supernet.epochs='ten' must be of type int"),
@@ -81,6 +93,8 @@ def test_joint_recipe_searches_the_policy_and_retrains_with_it(tmp_path, capsys)
     ("augment.method=dadda", "unknown augmentation search method 'dadda' (did you mean 'dada'?)"),
     ("augment={method: dada, options: {num_ops: [1]}}", "got unknown option(s) ['num_ops']"),
     ("augment.options={top_k: 5}", "augment.options need an augment.method"),
+    ("search.strategy=enas", "unknown strategy 'enas'"),
+    ("search.options={lr: 0.1}", "options ['lr'] belong to the gradient strategies"),
 ])
 def test_bad_recipe_values_are_reported(tmp_path, capsys, item, message):
     code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"),
