@@ -50,28 +50,42 @@ def to_device_as_heldout(trainer: Trainer, batch: Any) -> Any:
 class HeldOutStream:
     """Held-out batches on the fit's device, one after another without end, in loader order.
 
-    ``consumed`` counts the batches handed out; a stream restored with that count continues
-    where the saved one stopped (for loaders that iterate in a fixed order, as validation
-    loaders do).
+    With several processes, process ``rank`` of ``world_size`` takes every ``world_size``-th
+    batch starting at its rank, so the ranks score different batches and their outer
+    gradients, averaged, cover ``world_size`` batches. ``consumed`` counts the batches handed
+    out; a stream restored with that count continues where the saved one stopped (for loaders
+    that iterate in a fixed order, as validation loaders do).
     """
 
-    def __init__(self, loader: Any, consumed: int = 0):
+    def __init__(self, loader: Any, consumed: int = 0, rank: int = 0, world_size: int = 1):
         self.loader, self.consumed = loader, consumed
+        self.rank, self.world_size = rank, world_size
         self._iterator: Iterator[Any] | None = None
+        self._position = 0  # index of the next batch the iterator yields
 
-    def next(self, trainer: Trainer) -> Any:
+    def _advance(self) -> Any:
         if self._iterator is None:
-            self._iterator = iter(self.loader)
-            length = len(self.loader) if hasattr(self.loader, "__len__") else 0
-            for _ in range(self.consumed % length if length else 0):
-                next(self._iterator)
-        try:
-            batch = next(self._iterator)
-        except StopIteration:
-            self._iterator = iter(self.loader)
+            self._iterator, self._position = iter(self.loader), 0
+        batch = next(self._iterator, None)
+        if batch is None:
+            self._iterator, self._position = iter(self.loader), 0
             batch = next(self._iterator, None)
             if batch is None:
-                raise ValueError("the held-out loader yields no batches") from None
+                raise ValueError("the held-out loader yields no batches")
+        self._position += 1
+        return batch
+
+    def next(self, trainer: Trainer) -> Any:
+        length = len(self.loader) if hasattr(self.loader, "__len__") else 0
+        target = self.consumed * self.world_size + self.rank  # in the endless stream
+        if length:
+            target %= length
+            if self._iterator is None or self._position > target:
+                self._iterator = None
+        while True:
+            batch = self._advance()
+            if not length or self._position - 1 == target:
+                break
         self.consumed += 1
         return to_device_as_heldout(trainer, batch)
 
@@ -91,12 +105,20 @@ def muted_logging(pl_module: LightningModule) -> Iterator[None]:
 def user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any,
               batch_idx: int) -> torch.Tensor | None:
     """The loss the user's ``training_step`` returns for ``batch`` (``None`` if it skips it),
-    computed through the strategy like the fit's own step, with logging muted."""
+    in the precision's training context, with logging muted. It calls the module itself, not
+    the strategy's wrapper: under DDP, a forward through the wrapper expects the gradient
+    synchronisation of a ``backward`` that an outer step does not run."""
     takes_index = is_param_in_hook_signature(pl_module.training_step, "batch_idx", min_args=2)
-    with muted_logging(pl_module):
-        output = trainer.strategy.training_step(*((batch, batch_idx) if takes_index
-                                                  else (batch,)))
+    with muted_logging(pl_module), trainer.precision_plugin.train_step_context():
+        output = pl_module.training_step(*((batch, batch_idx) if takes_index else (batch,)))
     return output["loss"] if isinstance(output, dict) else output
+
+
+def mean_over_processes(trainer: Trainer) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Average a tensor over the fit's processes (the identity on one process)."""
+    if trainer.world_size == 1:
+        return lambda tensor: tensor
+    return lambda tensor: trainer.strategy.reduce(tensor, reduce_op="mean")
 
 
 class SkippedBatch(Exception):

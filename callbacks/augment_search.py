@@ -27,6 +27,7 @@ from ._outer_loop import (
     SkippedBatch,
     check_heldout_available,
     heldout_loader,
+    mean_over_processes,
     seeded_user_loss,
 )
 
@@ -102,10 +103,6 @@ class AugmentSearch(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
-        if trainer.world_size > 1:
-            raise ValueError(
-                f"AugmentSearch runs on one process for now, but this fit has world_size="
-                f"{trainer.world_size}: each rank would learn its own policy. Use devices=1")
         check_heldout_available(trainer, self.heldout, "AugmentSearch")
         if self.method_name == "randaugment" and not (trainer.max_epochs or 0) > 0:
             raise ValueError(f"method='randaugment' spreads its halvings over the fit's epochs "
@@ -145,7 +142,8 @@ class AugmentSearch(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.method.setup(pl_module.device)
         self._stream = HeldOutStream(heldout_loader(trainer, self.heldout, "AugmentSearch"),
-                                     consumed=self._heldout_consumed)
+                                     consumed=self._heldout_consumed,
+                                     rank=trainer.global_rank, world_size=trainer.world_size)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._train_started = time.perf_counter()
@@ -172,7 +170,8 @@ class AugmentSearch(Callback):
 
         weights = [p for p in pl_module.parameters() if p.requires_grad]
         lr = self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"]
-        step = OuterStep(images, train_loss, heldout_loss, weights, lr, trainer.global_step)
+        step = OuterStep(images, train_loss, heldout_loss, weights, lr, trainer.global_step,
+                         reduce=mean_over_processes(trainer))
         with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
             self.method.outer_step(step)
 

@@ -35,6 +35,7 @@ from ._outer_loop import (
     SkippedBatch,
     check_heldout_available,
     heldout_loader,
+    mean_over_processes,
     seeded_user_loss,
     user_loss,
 )
@@ -161,11 +162,11 @@ class OneShotNAS(Callback):
         if self.export_dir is not None:
             check_export_dir(self.export_dir, self.overwrite)
         check_heldout_available(trainer, self.heldout, "OneShotNAS")
-        if trainer.world_size > 1:
+        if trainer.world_size > 1 and self.sampling_name == "sandwich":
             raise ValueError(
-                f"OneShotNAS runs on one process for now, but this fit has world_size="
-                f"{trainer.world_size}: each rank would search on its own shard and could pick a "
-                "different architecture. Use devices=1 (multi-process search is planned)")
+                f"sampling='sandwich' runs extra backward passes that a multi-process fit "
+                f"(world_size={trainer.world_size}) would synchronise each time; use "
+                "sampling='uniform' or devices=1")
         if self.strategy == "gdas" and not (trainer.max_epochs or 0) > 0:
             raise ValueError(f"strategy='gdas' anneals its temperature over the fit's epochs "
                              f"and needs Trainer(max_epochs=...), got {trainer.max_epochs!r}")
@@ -190,7 +191,8 @@ class OneShotNAS(Callback):
             self._pending_gradient_state = None
         self.gradient.setup(pl_module.device)
         self._stream = HeldOutStream(heldout_loader(trainer, self.heldout, "OneShotNAS"),
-                                     consumed=self._heldout_consumed)
+                                     consumed=self._heldout_consumed,
+                                     rank=trainer.global_rank, world_size=trainer.world_size)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.gradient is not None:
@@ -270,6 +272,10 @@ class OneShotNAS(Callback):
             self.result = self._derive(trainer, pl_module)
         else:
             self.result = self._search(trainer, pl_module)
+        if trainer.world_size > 1:  # scores differ by rank (batch norm is recalibrated on each
+            # rank's own shard): every rank takes rank 0's result
+            self.result = trainer.strategy.broadcast(self.result, src=0)
+            activate(self._supernet, self.result["sample"], self.space)
         energy, method = self._meter.stop()
         self.result["cost"] = SearchCost(
             train_seconds=self.train_seconds, search_seconds=time.perf_counter() - started,
@@ -340,7 +346,8 @@ class OneShotNAS(Callback):
             heldout_loss=heldout_loss, train_loss=lambda mixing: loss(mixing, batch),
             weights=[p for p in pl_module.parameters() if p.requires_grad],
             lr=self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"],
-            expected_cost=self.cost_table.expected, limits=limits)
+            expected_cost=self.cost_table.expected, limits=limits,
+            reduce=mean_over_processes(trainer))
         with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
             self.gradient.outer_step(step)
         set_mixing(self._supernet, self.gradient.train_mixing(), self.space)

@@ -46,7 +46,8 @@ class OuterStep:
     ``images`` are the step's training images before augmentation; ``train_loss(images)`` is
     the user's loss on the step's batch with ``images`` in their place (same randomness on every
     call); ``heldout_loss()`` the user's loss on the step's held-out batch; ``weights`` the
-    model's trainable weights; ``lr`` the learning rate of a virtual step.
+    model's trainable weights; ``lr`` the learning rate of a virtual step; ``reduce`` averages
+    a tensor over the fit's processes (``None`` on one process).
     """
 
     images: Tensor
@@ -55,6 +56,7 @@ class OuterStep:
     weights: Sequence[Tensor]
     lr: float
     step: int
+    reduce: Callable[[Tensor], Tensor] | None = None
 
 
 class DadaSearch:
@@ -98,7 +100,7 @@ class DadaSearch:
         grads = unrolled_hypergradient(lambda: step.train_loss(self.policy(step.images, noise)),
                                        step.heldout_loss, step.weights, outer, step.lr)
         for parameter, grad in zip(outer, grads):
-            parameter.grad = grad
+            parameter.grad = grad if step.reduce is None else step.reduce(grad)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.policy.project_()
@@ -193,8 +195,10 @@ class RandAugmentSearch:
             self.cursor += 1
             train = gradients(step.train_loss(self._augment_with(index, step.images)),
                               step.weights)
-            dot = sum(float((h * t).sum()) for h, t in zip(heldout, train))
-            self.score_sum[index] += step.lr * dot
+            dot = sum((h * t).sum() for h, t in zip(heldout, train))
+            if step.reduce is not None:  # every process keeps the same scores
+                dot = step.reduce(dot)
+            self.score_sum[index] += step.lr * float(dot)
             self.score_count[index] += 1
 
     def mean_score(self, index: int) -> float:

@@ -53,7 +53,8 @@ class ArchitectureStep:
     / training batch with the supernet mixed by ``mixing``; ``weights`` the model's trainable
     weights; ``lr`` the virtual step's learning rate (second order only);
     ``expected_cost(probabilities)`` the differentiable expected ``(macs, params)``;
-    ``limits`` the budget's ``(macs, params)``, ``None`` where unbounded.
+    ``limits`` the budget's ``(macs, params)``, ``None`` where unbounded; ``reduce`` averages
+    a gradient over the fit's processes (``None`` on one process).
     """
 
     heldout_loss: Callable[[Mixing], Tensor]
@@ -62,6 +63,7 @@ class ArchitectureStep:
     lr: float
     expected_cost: Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]] | None = None
     limits: tuple[float | None, float | None] = (None, None)
+    reduce: Callable[[Tensor], Tensor] | None = None
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
@@ -172,6 +174,8 @@ class GradientNAS:
         else:
             grads = unrolled_hypergradient(lambda: step.train_loss(mixing()), heldout,
                                            step.weights, params, step.lr)
+        if step.reduce is not None:  # every process takes the same step
+            grads = [step.reduce(grad) for grad in grads]
         if self.method == "gdas":
             self._mixing()  # move the generator past this step's draw
         regular = gradients(self.regulariser(step), params)

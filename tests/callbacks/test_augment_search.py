@@ -274,11 +274,3 @@ def test_randaugment_needs_a_number_of_epochs():
                          **{**FAST, "max_epochs": -1, "max_steps": 2})
     with pytest.raises(ValueError, match="needs Trainer\\(max_epochs=...\\)"):
         trainer.fit(Recorder(), train, val)
-
-
-def test_multi_process_fits_are_refused(monkeypatch):
-    train, val = loaders()
-    trainer = pl.Trainer(callbacks=[AugmentSearch(ops=OPS)], **FAST)
-    monkeypatch.setattr(type(trainer), "world_size", property(lambda self: 2))
-    with pytest.raises(ValueError, match="world_size=2"):
-        trainer.fit(Recorder(), train, val)

@@ -1,6 +1,9 @@
 """OneShotNAS with gradient strategies (DARTS, GDAS) inside an ordinary fit."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -163,3 +166,19 @@ def test_budget_no_architecture_meets_fails_before_training(costs):
         make_trainer([OneShotNAS(strategy="darts", budget=Budget(macs=smallest - 1), **FAST)]
                      ).fit(LitClassifier(create_space("mobilenet_tiny", **SPACE)),
                            datamodule=DigitsDataModule())
+
+
+def test_ddp_ranks_hold_the_same_architecture_and_policy(tmp_path):
+    """Two processes (gloo): the outer gradients are averaged, so both ranks end with the
+    same alpha, the same policy and the same derived architecture, and rank 0 exports."""
+    script = Path(__file__).with_name("ddp_fit.py")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2
+    for key in ("sample", "alpha", "policy", "weights", "heldout_consumed"):
+        assert ranks[0][key] == ranks[1][key], key
+    assert ranks[0]["heldout_consumed"] == [6, 6]  # one held-out batch per step per rank
+    assert load_architecture(tmp_path / "arch").sample == ranks[0]["sample"]
+    assert (tmp_path / "policy" / "policy.json").exists()

@@ -254,10 +254,10 @@ def test_validation_during_fit_uses_recalibrated_statistics_of_the_largest_path(
         torch.testing.assert_close(probe.after[key], value, msg=key)
 
 
-def test_multi_process_fits_are_refused_until_ranks_can_agree(monkeypatch):
+def test_sandwich_sampling_is_refused_in_multi_process_fits(monkeypatch):
     monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
     model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
-    trainer = make_trainer([OneShotNAS(**SEARCH)])
-    with pytest.raises(ValueError, match="world_size=2"):
+    trainer = make_trainer([OneShotNAS(sampling="sandwich", **SEARCH)])
+    with pytest.raises(ValueError, match="sampling='sandwich' .* \\(world_size=2\\)"):
         trainer.fit(model, datamodule=DigitsDataModule())
     assert trainer.global_step == 0
