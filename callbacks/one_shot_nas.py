@@ -26,7 +26,7 @@ from ..space.choice import closest_match
 from ..strategies.bilevel import preserved_buffers
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
 from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
-from ..strategies.gradient import GRADIENT_METHODS, ArchitectureStep, GradientNAS
+from ..strategies.gradient import GRADIENT_METHODS, ArchitectureStep, GradientNAS, Mixture
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
 from ..validation import check_int
@@ -58,11 +58,13 @@ class OneShotNAS(Callback):
       training ends, an evolutionary search scores sub-networks on the held-out data (batch
       norm recalibrated for each), keeps those within ``budget``, leaves the winner active in
       the model and exports it;
-    * ``"darts"`` / ``"gdas"``: the architecture parameters are outer variables trained on
+    * ``"darts"`` / ``"gdas"`` / ``"proxyless"``: the architecture parameters are outer
+      variables trained on
       held-out batches between the user's weight steps (see
       :class:`~nas_aug.strategies.gradient.GradientNAS`, whose options ``**strategy_options``
       are: ``lr``, ``weight_decay``, ``order``, ``beta_decay``, ``temperature``,
-      ``cost_weight``); the weights train under the mixed forward. When training ends the
+      ``cost_weight``, ``cost_form``, ``cost_exponent``); the weights train under the mixed
+      forward. When training ends the
       most probable architecture within ``budget`` is derived, the ``top_k`` most probable
       are scored on the held-out data, and the derived one is left active and exported.
 
@@ -320,7 +322,7 @@ class OneShotNAS(Callback):
     def _check_mixable(self, example: torch.Tensor) -> None:
         """Gradient strategies: fail now if a label cannot be mixed (the probe runs on a copy)."""
         if self.gradient is not None:
-            set_mixing(self._supernet, self.gradient.train_mixing(), self.space,
+            set_mixing(self._supernet, self.gradient.train_mixing().weights, self.space,
                        example_input=example.to(next(self._supernet.parameters()).device))
             set_mixing(self._supernet, None)
 
@@ -332,25 +334,26 @@ class OneShotNAS(Callback):
         heldout: list[Any] = []
         seed = self.seed * 1_000_003 + trainer.global_step
 
-        def loss(mixing: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
-            with mixed(self._supernet, mixing, self.space):
+        def loss(mixture: Mixture, data: Any) -> torch.Tensor:
+            with mixed(self._supernet, mixture.weights, self.space, support=mixture.support):
                 return seeded_user_loss(trainer, pl_module, data, batch_idx, seed)
 
-        def heldout_loss(mixing: dict[str, torch.Tensor]) -> torch.Tensor:
+        def heldout_loss(mixture: Mixture) -> torch.Tensor:
             if not heldout:  # one held-out batch per step, fetched when first needed
                 heldout.append(self._stream.next(trainer))
-            return loss(mixing, heldout[0])
+            return loss(mixture, heldout[0])
 
         limits = (None, None) if self.budget is None else (self.budget.macs, self.budget.params)
         step = ArchitectureStep(
-            heldout_loss=heldout_loss, train_loss=lambda mixing: loss(mixing, batch),
+            heldout_loss=heldout_loss, train_loss=lambda mixture: loss(mixture, batch),
             weights=[p for p in pl_module.parameters() if p.requires_grad],
             lr=self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"],
             expected_cost=self.cost_table.expected, limits=limits,
             reduce=mean_over_processes(trainer))
         with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
             self.gradient.outer_step(step)
-        set_mixing(self._supernet, self.gradient.train_mixing(), self.space)
+        mixture = self.gradient.train_mixing()
+        set_mixing(self._supernet, mixture.weights, self.space, support=mixture.support)
 
     def _build_cost_table(self, input_shape: tuple[int, ...]) -> None:
         self.cost_table = CostTable.build(self._supernet, input_shape, self._counter,

@@ -127,10 +127,14 @@ def check_weights(space: Space, weights: Mapping[str, Tensor],
 
 
 def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
-               space: Space | None = None, example_input: Tensor | None = None) -> None:
+               space: Space | None = None, example_input: Tensor | None = None,
+               support: Mapping[str, Sequence[int]] | None = None) -> None:
     """Make ``supernet``'s forward the mixture given by ``weights`` (``{label: 1-D tensor over
     its candidates}``, e.g. ``softmax(alpha)``); labels left out keep their active value.
-    ``None`` restores the ordinary single-path forward.
+    ``None`` restores the ordinary single-path forward. ``support`` names, per label, the
+    candidates to compute even where their weight is zero (ProxylessNAS's binary gates: the
+    value is one path, the gradient needs both sampled paths); by default a mixture
+    computes the candidates with a non-zero weight.
 
     The first call probes the supernet with ``example_input`` (default: a random batch of
     ``supernet.default_input_shape``). ``ValueError`` for bad weights and for labels that
@@ -155,7 +159,7 @@ def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
             module.mixing = None
         return
     weights = check_weights(space or space_of(supernet), weights)
-    mixes = _mixes(weights)
+    mixes = _mixes(weights, support or {})
     plan = supernet.__dict__.get("_mixing_plan")
     if plan is None:
         plan = supernet._mixing_plan = _probe(supernet, example_input)
@@ -167,7 +171,8 @@ def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
 
 @contextmanager
 def mixed(supernet: nn.Module, weights: Mapping[str, Tensor], space: Space | None = None,
-          example_input: Tensor | None = None) -> Iterator[None]:
+          example_input: Tensor | None = None,
+          support: Mapping[str, Sequence[int]] | None = None) -> Iterator[None]:
     """:func:`set_mixing` for the duration of a ``with`` block; the previous state comes back.
 
     >>> from nas_aug.space import ElasticDepth
@@ -182,7 +187,7 @@ def mixed(supernet: nn.Module, weights: Mapping[str, Tensor], space: Space | Non
     from ..supernet import choice_modules
 
     saved = [(module, module.mixing) for _, module in choice_modules(supernet)]
-    set_mixing(supernet, weights, space, example_input)
+    set_mixing(supernet, weights, space, example_input, support)
     try:
         yield
     finally:
@@ -190,13 +195,18 @@ def mixed(supernet: nn.Module, weights: Mapping[str, Tensor], space: Space | Non
             module.mixing = mixing
 
 
-def _mixes(weights: Mapping[str, Tensor]) -> dict[str, Mix]:
+def _mixes(weights: Mapping[str, Tensor], support: Mapping[str, Sequence[int]]
+           ) -> dict[str, Mix]:
     if not weights:
         return {}
+    unknown = sorted(set(support) - set(weights))
+    if unknown:
+        raise ValueError(f"support names labels {unknown} that have no weights")
     nonzero = torch.cat([w.detach().reshape(-1) != 0 for w in weights.values()]).tolist()
     mixes, start = {}, 0
     for label, w in weights.items():
-        active = tuple(i for i in range(len(w)) if nonzero[start + i])
+        active = tuple(i for i in range(len(w)) if nonzero[start + i] or i in support.get(
+            label, ()))
         if not active:
             raise ValueError(f"weights[{label!r}] are all zero: at least one candidate needs "
                              "a non-zero weight")

@@ -29,7 +29,7 @@ def costs():
     return CostTable.build(create_space("mobilenet_tiny", **SPACE), (1, 8, 8))
 
 
-@pytest.mark.parametrize("strategy", ["darts", "gdas"])
+@pytest.mark.parametrize("strategy", ["darts", "gdas", "proxyless"])
 def test_each_strategy_searches_exports_and_keeps_alpha_to_itself(strategy, tmp_path, costs):
     pl.seed_everything(0)
     model = LitClassifier(create_space("mobilenet_tiny", **SPACE))

@@ -16,7 +16,8 @@ SPACE = Space([ValueChoice("op", [0, 1, 2]), ValueChoice("stage.width", [8, 16])
 
 def _favouring(candidate, strength=1.0):
     """A held-out loss that falls as the mixing weight of ``op=candidate`` grows."""
-    return lambda mixing: -strength * mixing["op"][candidate] + 0 * mixing["stage.width"].sum()
+    return lambda mixture: (-strength * mixture.weights["op"][candidate]
+                            + 0 * mixture.weights["stage.width"].sum())
 
 
 def _steps(nas, loss, count, **step):
@@ -25,7 +26,7 @@ def _steps(nas, loss, count, **step):
                                         **step))
 
 
-@pytest.mark.parametrize("method", ["darts", "gdas"])
+@pytest.mark.parametrize("method", ["darts", "gdas", "proxyless"])
 def test_outer_steps_follow_the_heldout_loss(method):
     nas = GradientNAS(SPACE, method, lr=0.05, beta_decay=0.0)
     _steps(nas, _favouring(2), 40)
@@ -80,11 +81,12 @@ def test_budget_penalty_pulls_the_expected_cost_under_the_limit():
 def test_second_order_steps_use_the_unrolled_hypergradient():
     w = torch.nn.Parameter(torch.tensor([0.3]))
 
-    def train(mixing):  # alpha enters the training loss only: first order sees nothing
-        return ((w - 2.0 * mixing["op"][0]) ** 2).sum() + 0 * mixing["stage.width"].sum()
+    def train(mixture):  # alpha enters the training loss only: first order sees nothing
+        weights = mixture.weights
+        return ((w - 2.0 * weights["op"][0]) ** 2).sum() + 0 * weights["stage.width"].sum()
 
-    def heldout(mixing):
-        return ((w - 1.0) ** 2).sum() + 0 * mixing["op"].sum()
+    def heldout(mixture):
+        return ((w - 1.0) ** 2).sum() + 0 * mixture.weights["op"].sum()
 
     first = GradientNAS(SPACE, "darts", order=1, beta_decay=0.0, weight_decay=0.0)
     second = GradientNAS(SPACE, "darts", order=2, beta_decay=0.0, weight_decay=0.0)
@@ -114,7 +116,7 @@ def test_gdas_temperature_anneals_linearly():
     assert temperatures == [5.0, 4.0, 3.0, 2.0, 1.0]
 
 
-@pytest.mark.parametrize("method", ["darts", "gdas"])
+@pytest.mark.parametrize("method", ["darts", "gdas", "proxyless"])
 def test_state_round_trip_continues_exactly(method):
     first = GradientNAS(SPACE, method, lr=0.05)
     _steps(first, _favouring(1), 3)
@@ -124,7 +126,8 @@ def test_state_round_trip_continues_exactly(method):
         _steps(nas, _favouring(1), 3)
     for a, b in zip(first.alpha.parameters(), second.alpha.parameters()):
         assert torch.equal(a, b)
-    assert first.train_mixing()["op"].tolist() == second.train_mixing()["op"].tolist()
+    assert first.train_mixing().weights["op"].tolist() == \
+        second.train_mixing().weights["op"].tolist()
 
 
 def test_top_k_is_exact_and_respects_the_constraint():
@@ -153,3 +156,53 @@ def test_top_k_is_exact_and_respects_the_constraint():
 def test_bad_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GradientNAS(SPACE, **kwargs)
+
+
+def test_proxyless_steps_compute_two_paths_and_train_one():
+    nas = GradientNAS(SPACE, "proxyless", seed=3)
+    weight_step = nas.train_mixing()
+    assert weight_step.support == {}
+    assert all(sorted(w.tolist())[-1] == 1.0 and w.sum() == 1.0
+               for w in weight_step.weights.values())
+    arch_step = nas._mixing(nas.generator, two_paths=True)
+    for label, weights in arch_step.weights.items():
+        pair = arch_step.support[label]
+        assert len(set(pair)) == 2
+        assert weights.detach().sum() == 1.0 and weights.detach()[list(pair)].sum() == 1.0
+
+
+def test_proxyless_gradient_is_the_binary_gate_estimator():
+    """dL/dalpha_k = sum_m dL/dg_m p_m (delta_mk - p_k) over the sampled pair (ProxylessNAS),
+    zero for the candidate left out."""
+    nas = GradientNAS(SPACE, "proxyless", seed=0, beta_decay=0.0, weight_decay=0.0)
+    with torch.no_grad():
+        nas.alpha.logits["op"].copy_(torch.tensor([0.3, -0.2, 0.5]))
+    slopes = torch.tensor([1.5, -2.0, 0.7])  # dL/dg_m for each candidate
+
+    mixture = nas._mixing(torch.Generator().manual_seed(1), two_paths=True)
+    loss = (mixture.weights["op"] * slopes).sum()
+    grad = torch.autograd.grad(loss, nas.alpha.logits["op"])[0]
+    pair = list(mixture.support["op"])
+    p = torch.softmax(nas.alpha.logits["op"].detach()[pair], 0)
+    expected = torch.zeros(3)
+    for k_pos, k in enumerate(pair):
+        expected[k] = sum(slopes[m] * p[m_pos] * (float(m_pos == k_pos) - p[k_pos])
+                          for m_pos, m in enumerate(pair))
+    torch.testing.assert_close(grad, expected)
+    left_out = ({0, 1, 2} - set(pair)).pop()
+    assert grad[left_out] == 0
+
+
+def test_multiplicative_cost_form_scales_the_heldout_loss():
+    costs = torch.tensor([10.0, 20.0, 40.0])
+
+    def expected_cost(probabilities):
+        return (probabilities["op"] * costs).sum(), torch.tensor(1.0)
+
+    nas = GradientNAS(SPACE, "darts", lr=0.05, beta_decay=0.0, cost_form="multiplicative",
+                      cost_exponent=2.0)
+    flat = lambda mixture: 1.0 + 0 * mixture.weights["op"].sum()  # noqa: E731
+    _steps(nas, flat, 60, expected_cost=expected_cost, limits=(20.0, None))
+    # only the factor (log E[MACs] / log 20) ** 2 depends on alpha: the cheapest wins
+    assert nas.alpha.argmax()["op"] == 0
+    assert nas.last_losses["cost_factor"] < 1.0
