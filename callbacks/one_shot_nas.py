@@ -186,6 +186,8 @@ class OneShotNAS(Callback):
             self._check_mixable(torch.zeros(2, *shape))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.cost_table is not None and self._needs_latency:
+            self._measure_latency(pl_module.device)  # on the device the fit runs on
         if self.gradient is None:
             return
         if self._pending_gradient_state is not None:
@@ -215,7 +217,7 @@ class OneShotNAS(Callback):
             self._recent_inputs = []
         if batch_idx == 0 or self.cost_table is None:
             if self.cost_table is None:
-                self._build_cost_table(tuple(x.shape[1:]))
+                self._build_cost_table(tuple(x.shape[1:]), x.device)
             elif tuple(x.shape[1:]) != self.cost_table.input_shape:
                 raise ValueError(
                     f"training inputs have shape {tuple(x.shape[1:])} but MACs are counted for "
@@ -290,11 +292,11 @@ class OneShotNAS(Callback):
                                         "nas/best_params": self.result["params"]},
                                        step=trainer.global_step)
         rank_zero_info(f"OneShotNAS: best held-out top-1 {self.result['score']:.4f} at "
-                       f"{Cost(self.result['macs'], self.result['params'])}: {sample}")
+                       f"{self.cost_table(sample)}: {sample}")
         if self.export_dir is not None and trainer.is_global_zero:
             export_architecture(
                 self.export_dir, self._supernet, sample, self.cost_table.input_shape,
-                Cost(self.result["macs"], self.result["params"]), self.result["score"],
+                self.cost_table(sample), self.result["score"],
                 budget=None if self.budget is None else dataclasses.asdict(self.budget),
                 top=self.result["top"], candidates=self.result["candidates"],
                 search_cost=self.result["cost"], strategy=self.strategy,
@@ -343,21 +345,48 @@ class OneShotNAS(Callback):
                 heldout.append(self._stream.next(trainer))
             return loss(mixture, heldout[0])
 
-        limits = (None, None) if self.budget is None else (self.budget.macs, self.budget.params)
+        table, budget = self.cost_table, self.budget
+        limits = (None, None, None) if budget is None else (budget.macs, budget.params,
+                                                             budget.latency_ms)
         step = ArchitectureStep(
             heldout_loss=heldout_loss, train_loss=lambda mixture: loss(mixture, batch),
             weights=[p for p in pl_module.parameters() if p.requires_grad],
             lr=self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"],
-            expected_cost=self.cost_table.expected, limits=limits,
+            expected_cost=lambda p: (*table.expected(p), table.expected_latency(p)
+                                     if table.has_latency else None),
+            limits=limits,
             reduce=mean_over_processes(trainer))
         with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
             self.gradient.outer_step(step)
         mixture = self.gradient.train_mixing()
         set_mixing(self._supernet, mixture.weights, self.space, support=mixture.support)
 
-    def _build_cost_table(self, input_shape: tuple[int, ...]) -> None:
+    @property
+    def _needs_latency(self) -> bool:
+        return self.budget is not None and self.budget.latency_ms is not None
+
+    def _build_cost_table(self, input_shape: tuple[int, ...],
+                          device: torch.device | None = None) -> None:
+        """The cost table, and the budget checked against it; a latency budget needs the
+        latency measured on the fit's ``device``, which ``on_fit_start`` supplies (the model
+        is not on it during ``setup``)."""
         self.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
                                           progress=self.progress)
+        if not self._needs_latency:
+            self._check_budget()
+        elif device is not None:
+            self._measure_latency(device)
+
+    def _measure_latency(self, device: torch.device) -> None:
+        self.cost_table.measure_latency(self._supernet, device, progress=self.progress)
+        rank_zero_info(f"OneShotNAS: latency table on {device}: "
+                       + "; ".join(f"{c['sample']} {c['table_ms']:.3g} ms as a sum of units, "
+                                   f"{c['measured_ms']:.3g} ms whole"
+                                   for c in self.cost_table.latency_check))
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        input_shape = self.cost_table.input_shape
         smallest = self.cost_table(self.space.smallest())
         if self.budget is not None and not self.budget.allows(smallest):
             raise ValueError(
@@ -415,7 +444,7 @@ class OneShotNAS(Callback):
 
         def evaluate_and_record(sample: Sample) -> float:
             score, cost = evaluate(sample), table(sample)
-            candidates.append({"score": score, "macs": cost.macs, "params": cost.params,
+            candidates.append({"score": score, **_cost_fields(cost),
                                "seconds": time.perf_counter() - started, "sample": sample})
             self._meter.sample()
             return score
@@ -429,11 +458,9 @@ class OneShotNAS(Callback):
         sample, score = ranked[0]
         evaluate(sample)  # leave the winner active, with its own batch-norm statistics
         pl_module.train(was_training)
-        cost = table(sample)
-        top = [{"sample": s, "score": v, "macs": table(s).macs, "params": table(s).params}
-               for s, v in ranked[:5]]
-        return {"sample": sample, "score": score, "macs": cost.macs, "params": cost.params,
-                "top": top, "candidates": candidates}
+        top = [{"sample": s, "score": v, **_cost_fields(table(s))} for s, v in ranked[:5]]
+        return {"sample": sample, "score": score, **_cost_fields(table(sample)), "top": top,
+                "candidates": candidates}
 
     def _derive(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """Gradient strategies: the most probable architecture within the budget; the
@@ -449,7 +476,7 @@ class OneShotNAS(Callback):
         for sample, log_p in reversed(ranked):  # the most probable last: it stays active
             cost = table(sample)
             top.append({"sample": sample, "probability": math.exp(log_p),
-                        "score": evaluate(sample), "macs": cost.macs, "params": cost.params,
+                        "score": evaluate(sample), **_cost_fields(cost),
                         "seconds": time.perf_counter() - started})
             self._meter.sample()
         pl_module.train(was_training)
@@ -461,6 +488,14 @@ class OneShotNAS(Callback):
                     f"the most probable one within the budget (probability "
                     f"{best['probability']:.3g})")
             rank_zero_warn(f"OneShotNAS: {note}")
-        return {"sample": best["sample"], "score": best["score"], "macs": best["macs"],
-                "params": best["params"], "top": top, "candidates": top,
+        return {"sample": best["sample"], "score": best["score"],
+                **_cost_fields(table(best["sample"])), "top": top, "candidates": top,
                 "probabilities": alpha.summary(), "argmax": argmax, "note": note}
+
+
+def _cost_fields(cost: Cost) -> dict[str, Any]:
+    """A cost as result fields: MACs, parameters, and the latency where it was measured."""
+    fields = {"macs": cost.macs, "params": cost.params}
+    if cost.latency_ms is not None:
+        fields["latency_ms"] = cost.latency_ms
+    return fields

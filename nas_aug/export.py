@@ -42,6 +42,7 @@ class Architecture:
     input_shape: tuple[int, ...]
     macs: int | None = None
     params: int | None = None
+    latency_ms: float | None = None  # measured on the fit's device (a latency budget's table)
     score: float | None = None
     metric: str = "heldout_top1"
     budget: dict[str, Any] = field(default_factory=dict)
@@ -115,7 +116,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         space=getattr(supernet, "space_name", None),
         space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
         sample=dict(sample), input_shape=tuple(input_shape), macs=cost.macs, params=cost.params,
-        score=score, budget=dict(budget or {}), top=list(top or []),
+        latency_ms=cost.latency_ms, score=score, budget=dict(budget or {}), top=list(top or []),
         search_cost=dict(search_cost or {}), strategy=strategy,
         probabilities=dict(probabilities or {}), note=note, directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}

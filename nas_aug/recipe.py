@@ -58,6 +58,7 @@ class BudgetConfig:
     macs: float | None = None
     params: float | None = None
     flops: float | None = None
+    latency_ms: float | None = None  # measured on the fit's device
 
 
 @dataclass

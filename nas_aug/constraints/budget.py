@@ -8,13 +8,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Cost:
-    """What one sub-network costs for one input: MACs (multiply-adds) and parameters."""
+    """What one sub-network costs for one input: MACs (multiply-adds) and parameters, and its
+    latency in milliseconds where it was measured (``None`` otherwise)."""
 
     macs: int
     params: int
+    latency_ms: float | None = None
 
     def __str__(self) -> str:
-        return f"{self.macs / 1e6:.3f}M MACs, {self.params / 1e3:.1f}K params"
+        text = f"{self.macs / 1e6:.3f}M MACs, {self.params / 1e3:.1f}K params"
+        return text if self.latency_ms is None else f"{text}, {self.latency_ms:.3g} ms"
 
 
 def _positive_int(name: str, value) -> int | None:
@@ -28,7 +31,8 @@ def _positive_int(name: str, value) -> int | None:
 
 @dataclass(frozen=True, init=False)
 class Budget:
-    """Upper bounds on MACs and parameters; ``None`` means unbounded.
+    """Upper bounds on MACs, parameters and latency (ms, measured on the fit's device by a
+    latency table); ``None`` means unbounded.
 
     ``flops=`` is accepted as another name for ``macs=``: we mean FLOPs as fvcore and papers
     count them, one per multiply-add (torch's own counter counts two).
@@ -36,24 +40,39 @@ class Budget:
     >>> budget = Budget(flops=2e6, params=100_000)
     >>> budget.macs, budget.allows(Cost(macs=1_500_000, params=90_000))
     (2000000, True)
+    >>> Budget(latency_ms=2.5).allows(Cost(macs=10, params=10, latency_ms=3.0))
+    False
     """
 
     macs: int | None
     params: int | None
+    latency_ms: float | None
 
-    def __init__(self, macs=None, params=None, flops=None):
+    def __init__(self, macs=None, params=None, flops=None, latency_ms=None):
         macs, flops = _positive_int("macs", macs), _positive_int("flops", flops)
         if macs is not None and flops is not None and macs != flops:
             raise ValueError(f"Budget got macs={macs} and flops={flops}; they are the same "
                              "quantity (one per multiply-add), give one")
         object.__setattr__(self, "macs", macs if macs is not None else flops)
         object.__setattr__(self, "params", _positive_int("params", params))
+        if latency_ms is not None and (
+                isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float))
+                or not math.isfinite(latency_ms) or latency_ms <= 0):
+            raise ValueError(f"Budget latency_ms={latency_ms!r} must be a positive number of "
+                             "milliseconds (or None)")
+        object.__setattr__(self, "latency_ms",
+                           None if latency_ms is None else float(latency_ms))
 
     def allows(self, cost: Cost) -> bool:
+        if self.latency_ms is not None and cost.latency_ms is None:
+            raise ValueError(f"{self} limits latency but this cost has none measured; build "
+                             "the cost table's latency (CostTable.measure_latency) first")
         return ((self.macs is None or cost.macs <= self.macs)
-                and (self.params is None or cost.params <= self.params))
+                and (self.params is None or cost.params <= self.params)
+                and (self.latency_ms is None or cost.latency_ms <= self.latency_ms))
 
     def __str__(self) -> str:
         parts = [f"macs<={self.macs:,}" if self.macs else "",
-                 f"params<={self.params:,}" if self.params else ""]
+                 f"params<={self.params:,}" if self.params else "",
+                 f"latency<={self.latency_ms:g} ms" if self.latency_ms else ""]
         return "Budget(" + ", ".join(p for p in parts if p) + ")" if any(parts) else "no budget"

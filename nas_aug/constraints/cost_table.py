@@ -15,7 +15,7 @@ import copy
 import itertools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,10 @@ from tqdm.auto import tqdm
 from ..space import ElasticDepth, LayerChoice, Space
 from ..space.mixing import check_weights
 from ..supernet import activate, device_of, extract_subnet, record_input_shapes, space_of
+from ..validation import check_int
 from .budget import Cost
 from .counters import FvcoreCounter, MacCounter, count_params
+from .latency import forward_ms
 
 # (label, operator, value): a unit runs only if sample[label] >= value or == value
 Gate = tuple[str, str, Any]
@@ -39,6 +41,8 @@ class Unit:
     labels: tuple[str, ...]
     gates: tuple[Gate, ...]
     costs: dict[tuple, Cost]
+    input_shape: tuple[int, ...] = ()
+    latency_ms: dict[tuple, float] | None = None  # per combination, once measured
 
     def runs(self, sample: Mapping[str, Any]) -> bool:
         return all(sample[label] >= value if op == ">=" else sample[label] == value
@@ -72,14 +76,24 @@ class CostTable:
         self.input_shape = tuple(input_shape)
         self.counter_name = counter_name
         self._grids: dict[torch.device, list[tuple[tuple[str, ...], torch.Tensor]]] = {}
+        self.latency_device: str | None = None  # where measure_latency timed the units
+        self.latency_check: list[dict[str, Any]] = []
+
+    @property
+    def has_latency(self) -> bool:
+        return self.latency_device is not None
 
     def __call__(self, sample: Mapping[str, Any]) -> Cost:
         macs = params = 0
+        latency = 0.0 if self.has_latency else None
         for unit in self.units:
             if unit.runs(sample):
-                cost = unit.costs[tuple(sample[label] for label in unit.labels)]
+                key = tuple(sample[label] for label in unit.labels)
+                if latency is not None:
+                    latency += unit.latency_ms[key]
+                cost = unit.costs[key]
                 macs, params = macs + cost.macs, params + cost.params
-        return Cost(macs, params)
+        return Cost(macs, params, latency)
 
     def expected(self, probabilities: Mapping[str, torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,24 +107,37 @@ class CostTable:
         >>> conv = ElasticConv2d(1, 4, 1, out_channels_choice=ValueChoice("w", [2, 4]))
         >>> table = CostTable.build(conv, (1, 3, 3), counter=TorchCounter())
         >>> table({"w": 2}), table({"w": 4})
-        (Cost(macs=18, params=2), Cost(macs=36, params=4))
+        (Cost(macs=18, params=2, latency_ms=None), Cost(macs=36, params=4, latency_ms=None))
         >>> macs, params = table.expected({"w": torch.tensor([0.5, 0.5])})
         >>> macs.item(), params.item()
         (27.0, 3.0)
         """
+        total = self._expected_totals(probabilities)
+        return total[0], total[1]
+
+    def expected_latency(self, probabilities: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Expected latency (ms) as :meth:`expected` computes MACs; needs
+        :meth:`measure_latency` first."""
+        if not self.has_latency:
+            raise ValueError("this cost table has no latency yet: call measure_latency(model) "
+                             "on the device the latency is for")
+        return self._expected_totals(probabilities)[2]
+
+    def _expected_totals(self, probabilities: Mapping[str, torch.Tensor]) -> torch.Tensor:
         probabilities = check_weights(self.space, probabilities, complete=True)
         device = next(iter(probabilities.values()), torch.zeros(0)).device
-        total = torch.zeros(2, dtype=torch.float64, device=device)
+        total = torch.zeros(3, dtype=torch.float64, device=device)
         for labels, grid in self._cost_grids(device):
             for label in reversed(labels):  # contract the last label's axis each time
                 grid = grid @ probabilities[label].to(torch.float64)
             total = total + grid
-        return total[0], total[1]
+        return total
 
     def _cost_grids(self, device: torch.device) -> list[tuple[tuple[str, ...], torch.Tensor]]:
-        """Per set of labels, the summed (MACs, params) of the units that depend on exactly
-        those labels (their own and their gates'), zero where a gate stops a unit: a grid of
-        shape ``(2, n_1, ..., n_k)`` over the labels' candidates."""
+        """Per set of labels, the summed (MACs, params, latency) of the units that depend on
+        exactly those labels (their own and their gates'), zero where a gate stops a unit (and
+        latency zero until measured): a grid of shape ``(3, n_1, ..., n_k)`` over the labels'
+        candidates."""
         if device not in self._grids:
             order = {label: i for i, label in enumerate(self.space.labels)}
             grids: dict[tuple[str, ...], torch.Tensor] = {}
@@ -118,14 +145,16 @@ class CostTable:
                 labels = tuple(sorted({*unit.labels, *(label for label, _, _ in unit.gates)},
                                       key=order.__getitem__))
                 candidates = [self.space.candidates(label) for label in labels]
-                grid = grids.setdefault(labels, torch.zeros(2, *map(len, candidates),
+                grid = grids.setdefault(labels, torch.zeros(3, *map(len, candidates),
                                                             dtype=torch.float64))
                 for index in itertools.product(*(range(len(c)) for c in candidates)):
                     sample = {label: c[i] for label, c, i in zip(labels, candidates, index)}
                     if unit.runs(sample):
-                        cost = unit.costs[tuple(sample[label] for label in unit.labels)]
-                        grid[(slice(None), *index)] += torch.tensor([cost.macs, cost.params],
-                                                                    dtype=torch.float64)
+                        key = tuple(sample[label] for label in unit.labels)
+                        cost = unit.costs[key]
+                        latency = unit.latency_ms[key] if unit.latency_ms else 0.0
+                        grid[(slice(None), *index)] += torch.tensor(
+                            [cost.macs, cost.params, latency], dtype=torch.float64)
             self._grids[device] = [(labels, grid.to(device)) for labels, grid in grids.items()]
         return self._grids[device]
 
@@ -191,7 +220,7 @@ class CostTable:
                     unit = extract_subnet(module, dict(zip(labels, values)), unit_input)
                     costs[values] = Cost(counter(unit, unit_input), count_params(unit))
                     bar.update()
-                units.append(Unit(name, labels, gates, costs))
+                units.append(Unit(name, labels, gates, costs, tuple(shape)))
         table = cls(space, units, input_shape, counter.name)
         if check:  # the probes' extremes, and random samples that mix candidates differently
             rng = random.Random(1)
@@ -199,10 +228,46 @@ class CostTable:
                                                                  for _ in range(4)]:
                 subnet = extract_subnet(model, sample, example)
                 full = Cost(counter(subnet, example), count_params(subnet))
-                if full != table(sample):
+                if full != table(sample):  # no latency yet: MACs and parameters
                     raise RuntimeError(
                         f"cost table gives {table(sample)} but counting the whole sub-network "
                         f"gives {full}: some cost sits outside the tabulated modules (an "
                         "operation in a parent's forward?)")
         return table
 
+    def measure_latency(self, model: nn.Module, device: torch.device | str | None = None,
+                        batch_size: int = 1, warmup: int = 3, repeats: int = 10,
+                        measure: Callable[[nn.Module, torch.Tensor], float] | None = None,
+                        progress: bool = False) -> None:
+        """Time every unit once per combination of its labels on ``device`` (the model's by
+        default) for a batch of ``batch_size``: a sample's latency is then the sum over the
+        units it runs, and :meth:`expected_latency` is exact under the same sum. ``measure``
+        (``forward_ms`` by default) times one module on one input.
+
+        A sum of per-unit times is the lookup-table model of ProxylessNAS and FBNet; it misses
+        what happens between units, so the largest and smallest sub-networks are also timed
+        whole and both figures kept in ``latency_check``.
+        """
+        check_int("batch_size", batch_size, 1)
+        device = torch.device(device) if device is not None else device_of(model)
+        measure = measure or (lambda module, x: forward_ms(module, x, warmup, repeats))
+        model = copy.deepcopy(model).eval().to(device)
+        total = sum(len(unit.costs) for unit in self.units)
+        with tqdm(total=total, desc="latency table", disable=not progress, leave=False) as bar:
+            for unit in self.units:
+                module = model.get_submodule(unit.name)
+                x = torch.zeros(batch_size, *unit.input_shape[1:], device=device)
+                unit.latency_ms = {}
+                for values in unit.costs:
+                    subnet = extract_subnet(module, dict(zip(unit.labels, values)), x)
+                    unit.latency_ms[values] = float(measure(subnet.to(device), x))
+                    bar.update()
+        self.latency_device = str(device)
+        self._grids.clear()
+        example = torch.zeros(batch_size, *self.input_shape, device=device)
+        self.latency_check = []
+        for kind, sample in (("largest", self.space.largest()),
+                             ("smallest", self.space.smallest())):
+            subnet = extract_subnet(model, sample, example).to(device)
+            self.latency_check.append({"sample": kind, "table_ms": self(sample).latency_ms,
+                                       "measured_ms": float(measure(subnet, example))})

@@ -65,8 +65,9 @@ class ArchitectureStep:
     ``heldout_loss(mixture)`` / ``train_loss(mixture)``: the user's loss on this step's
     held-out / training batch with the supernet mixed by ``mixture``; ``weights`` the model's
     trainable weights; ``lr`` the virtual step's learning rate (second order only);
-    ``expected_cost(probabilities)`` the differentiable expected ``(macs, params)``;
-    ``limits`` the budget's ``(macs, params)``, ``None`` where unbounded; ``reduce`` averages
+    ``expected_cost(probabilities)`` the differentiable expected ``(macs, params, latency)``
+    (latency ``None`` where not measured); ``limits`` the budget's ``(macs, params,
+    latency_ms)``, ``None`` where unbounded; ``reduce`` averages
     a gradient over the fit's processes (``None`` on one process).
     """
 
@@ -74,8 +75,8 @@ class ArchitectureStep:
     train_loss: Callable[[Mixture], Tensor]
     weights: Sequence[Tensor]
     lr: float
-    expected_cost: Callable[[Mapping[str, Tensor]], tuple[Tensor, Tensor]] | None = None
-    limits: tuple[float | None, float | None] = (None, None)
+    expected_cost: Callable[[Mapping[str, Tensor]], tuple[Tensor | None, ...]] | None = None
+    limits: tuple[float | None, ...] = (None, None, None)
     reduce: Callable[[Tensor], Tensor] | None = None
 
 
@@ -190,6 +191,8 @@ class GradientNAS:
             return []
         expected = step.expected_cost(self.alpha.soft())
         self.last_losses["expected_macs"] = float(expected[0].detach())
+        if len(expected) > 2 and expected[2] is not None:
+            self.last_losses["expected_latency_ms"] = float(expected[2].detach())
         return [(value, limit) for value, limit in zip(expected, step.limits) if limit]
 
     def regulariser(self, step: ArchitectureStep) -> Tensor:
