@@ -182,8 +182,11 @@ class CostTable:
 
         def visit(name: str, module: nn.Module, gates: tuple[Gate, ...]) -> None:
             seen = shapes.get(module)
-            if not seen:
-                return  # never runs under any sample: costs nothing
+            if not seen:  # a container that is never called itself (an nn.ModuleList its
+                # parent loops over) may hold modules that run; else it costs nothing
+                for child_name, child in module.named_children():
+                    visit(f"{name}.{child_name}" if name else child_name, child, gates)
+                return
             labels = space_of(module).labels
             if isinstance(module, ElasticDepth):
                 for i, block in enumerate(module.blocks):

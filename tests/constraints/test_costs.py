@@ -248,3 +248,32 @@ def test_table_gates_units_by_depth_and_layer_choice():
     with_conv = table({"depth": 3, "k": 3, "op": "conv"})
     without = table({"depth": 3, "k": 3, "op": "skip"})
     assert Cost(with_conv.macs - without.macs, with_conv.params - without.params) == conv_op
+
+
+class LoopedCells(nn.Module):
+    """Cells in an nn.ModuleList that forward() loops over: the list itself never runs (and
+    the whole model, 81 combinations, is too big to be one unit)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.cells = nn.ModuleList(
+            LayerChoice(f"cell{i}", {"conv3": nn.Conv2d(4, 4, 3, padding=1),
+                                     "conv5": nn.Conv2d(4, 4, 5, padding=2),
+                                     "skip": nn.Identity()}) for i in range(4))
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.head(x.flatten(1))
+
+
+def test_cost_table_reaches_modules_inside_a_looped_module_list():
+    net = LoopedCells()
+    table = CostTable.build(net, (1, 8, 8))  # checks itself against full counts
+    for sample in [{"cell0": "conv5", "cell1": "skip", "cell2": "conv3", "cell3": "skip"},
+                   {"cell0": "skip", "cell1": "conv3", "cell2": "skip", "cell3": "conv5"}]:
+        subnet = extract_subnet(net, sample, torch.zeros(1, 1, 8, 8))
+        assert table(sample).macs == FvcoreCounter()(subnet, torch.zeros(1, 1, 8, 8))
