@@ -5,7 +5,9 @@ runs, which of their ops fire, the sign of each signed op); :func:`apply_params`
 deterministically, so a batch can be replayed from its parameters. Unlike Kornia's
 ``RandAugment`` / ``AutoAugment``, which choose one sub-policy for the whole batch, every sample
 draws its own, as the papers do. The application is vectorised: for each op slot, the samples
-are grouped by the op they run and each op runs once on its group.
+are grouped by the op they run and each group runs in one call, the geometric ops together as
+one affine warp and the pointwise colour ops together as one blend (see
+:mod:`nas_aug.augment._fused`), every other op alone.
 
 >>> import torch
 >>> from nas_aug.augment import RandAugment
@@ -21,6 +23,7 @@ True
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..validation import check_int
-from .ops import OP_NAMES, get_op
+from ._fused import BLEND, GEOMETRIC, blend, warp
+from .ops import OP_NAMES, OPS, get_op
 from .policy import Policy
 
 __all__ = ["IMAGE_TOLERANCE", "AugmentParams", "PolicyAugment", "apply_params", "check_images",
@@ -36,7 +40,8 @@ __all__ = ["IMAGE_TOLERANCE", "AugmentParams", "PolicyAugment", "apply_params", 
 
 # how far outside [0, 1] an image value may stray (rounding) before it counts as out of range
 IMAGE_TOLERANCE = 1e-3
-_IDENTITY = OP_NAMES.index("identity")
+# the ops no fused kernel runs (auto_contrast, equalize, sharpness): each runs its own kernel
+_ALONE = tuple(name for name in OP_NAMES if name not in (*GEOMETRIC, *BLEND, "identity"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,22 +180,55 @@ def apply_params(images: Tensor, policy: Policy, params: AugmentParams) -> Tenso
     return _apply(images, policy, _check_params(params, policy, images.shape[0]))
 
 
+def _alone(name: str) -> Callable[[Tensor, Tensor, Sequence[int]], Tensor]:
+    kernel = OPS[name].kernel
+    return lambda images, value, counts: kernel(images, value)
+
+
+# a step (one op slot of one draw) calls each kernel once, on the samples that run one of its
+# ops, sorted by op in the kernel's order
+_KERNELS = ((warp, GEOMETRIC), (blend, BLEND), *((_alone(name), (name,)) for name in _ALONE))
+_ORDER = tuple(name for _, names in _KERNELS for name in names)
+# op index + 1 (0: no op) -> the op's place in _ORDER; identity sorts last, with the samples
+# that run no op
+_RANK = torch.tensor([len(_ORDER)] + [_ORDER.index(name) if name in _ORDER else len(_ORDER)
+                                      for name in OP_NAMES])
+_COLOR = OP_NAMES.index("color")
+
+
 def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
     ops, magnitudes, _ = _tables(policy)
+    batch, steps = images.shape[0], policy.draws_per_sample * policy.max_ops
+    # (steps, batch): which op each sample runs at each step (-1: none), and its parameter
     sub_policy = params.sub_policy.cpu()
-    fires, signs = params.apply.cpu(), params.sign.cpu()
+    op = torch.where(params.apply.cpu(), ops[sub_policy], -1).reshape(batch, steps).T
+    magnitude = magnitudes[sub_policy].reshape(batch, steps).T
+    sign = params.sign.cpu().reshape(batch, steps).T
+    value = torch.zeros_like(magnitude)
+    for index in op.unique().tolist():
+        if index >= 0 and OPS[OP_NAMES[index]].has_magnitude:
+            chosen = op == index
+            value[chosen] = OPS[OP_NAMES[index]].parameter(magnitude[chosen], sign[chosen])
+    rank = _RANK[op + 1]
+    if images.shape[1] == 1:
+        rank[op == _COLOR] = len(_ORDER)  # grey images have no saturation to change
+    # each step's samples sorted by rank: the samples of one kernel are a slice of `rows`
+    rows = rank.argsort(dim=1, stable=True)
+    counts = torch.zeros(steps, len(_ORDER) + 1, dtype=torch.long).scatter_add_(
+        1, rank, torch.ones_like(rank)).tolist()
+    value = value.gather(1, rows).to(images.device)
+    rows = rows.to(images.device)
     out = images.clamp(0.0, 1.0)  # a new tensor, written in place below
-    for draw in range(policy.draws_per_sample):
-        slot_ops, slot_magnitudes = ops[sub_policy[:, draw]], magnitudes[sub_policy[:, draw]]
-        for slot in range(policy.max_ops):
-            chosen = torch.where(fires[:, draw, slot], slot_ops[:, slot], -1)
-            for index in chosen.unique().tolist():
-                if index < 0 or index == _IDENTITY:
-                    continue
-                rows = (chosen == index).nonzero().squeeze(1)
-                result = get_op(OP_NAMES[index]).apply(
-                    out[rows.to(out.device)], slot_magnitudes[rows, slot], signs[rows, draw, slot])
-                out.index_copy_(0, rows.to(out.device), result)
+    for step in range(steps):
+        start = first = 0
+        for kernel, names in _KERNELS:
+            op_counts = counts[step][first:first + len(names)]
+            first, stop = first + len(names), start + sum(op_counts)
+            if stop > start:
+                chosen = rows[step, start:stop]
+                out.index_copy_(0, chosen, kernel(out.index_select(0, chosen),
+                                                  value[step, start:stop], op_counts))
+            start = stop
     return out
 
 
