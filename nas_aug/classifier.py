@@ -41,8 +41,11 @@ class ImageClassifier(pl.LightningModule):
             x = self.augment(x)
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.log(f"{stage}_loss", loss, prog_bar=stage != "train")
-        self.log(f"{stage}_acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
+        # validation and test metrics are averaged over processes (each holds a shard)
+        sync = stage != "train"
+        self.log(f"{stage}_loss", loss, prog_bar=stage != "train", sync_dist=sync)
+        self.log(f"{stage}_acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True,
+                 sync_dist=sync)
         return loss
 
     def training_step(self, batch, batch_idx):

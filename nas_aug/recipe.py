@@ -90,6 +90,7 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     precision: str = "32-true"
+    strategy: str = "auto"  # Lightning's: "ddp" (or "ddp_find_unused_parameters_true" for SPOS)
 
 
 @dataclass
@@ -167,7 +168,7 @@ def _build(cls, data: Any, where: str):
 def _trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=()) -> pl.Trainer:
     return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks),
                       accelerator=recipe.trainer.accelerator, devices=recipe.trainer.devices,
-                      precision=recipe.trainer.precision,
+                      precision=recipe.trainer.precision, strategy=recipe.trainer.strategy,
                       logger=CSVLogger(out_dir, name="logs", version=name),
                       enable_checkpointing=False, enable_model_summary=False,
                       deterministic="warn", default_root_dir=out_dir)
@@ -210,8 +211,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
                                        seed=recipe.seed, overwrite=overwrite,
                                        **recipe.augment.options))
     model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
-    _trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks).fit(model,
-                                                                                 datamodule)
+    trainer = _trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks)
+    trainer.fit(model, datamodule)
+    trainer.strategy.barrier()  # several processes: rank 0's export is written before reading
     search_seconds = time.perf_counter() - start
     policy = None if recipe.augment.method is None else load_policy(out_dir)
 
@@ -233,8 +235,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
             winner_seconds = seconds
     table_md = render_results(rows, recipe, search_seconds, winner_seconds,
                               time.perf_counter() - start, policy)
-    atomic_write(out_dir / "results.md", lambda p: p.write_text(table_md))
-    print(table_md)
+    if trainer.is_global_zero:
+        atomic_write(out_dir / "results.md", lambda p: p.write_text(table_md))
+        print(table_md)
     return rows
 
 

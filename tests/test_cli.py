@@ -78,6 +78,24 @@ def test_recipe_with_a_gradient_strategy(strategy, tmp_path):
     assert set(arch["probabilities"]) == set(arch["sample"])
 
 
+def test_recipe_runs_on_two_processes_with_lightning_ddp(tmp_path):
+    """trainer.strategy=ddp (gloo on CPU): rank 0 exports, every rank reads the export after a
+    barrier, and only rank 0 writes the results."""
+    exe = Path(sys.executable).with_name("nas-aug")
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [str(exe), "run", str(RECIPE), "--out", str(out),
+         *overrides(TINY + ["search.budget.macs=5e5", "search.strategy=darts",
+                            "supernet.sampling=uniform", "trainer.accelerator=cpu",
+                            "trainer.devices=2", "trainer.strategy=ddp"])],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = (out / "results.md").read_text()
+    assert "strategy: ddp" in results and "| searched, retrained from scratch |" in results
+    assert json.loads((out / "architecture.json").read_text())["macs"] <= 500_000
+    assert done.stdout.count("| searched, inherited weights |") == 1  # printed by rank 0 only
+
+
 @pytest.mark.parametrize("item, message", [
     ("supernet.epoch=3", "unknown key recipe.supernet.epoch (did you mean 'epochs'?)"),
     ("supernet.epochs=ten", "recipe.supernet.epochs='ten' must be of type int"),
