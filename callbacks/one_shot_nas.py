@@ -20,6 +20,7 @@ from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, Cost, CostTable, get_counter
+from ..elastic_models import ElasticSpec, elasticize
 from ..export import check_export_dir, export_architecture
 from ..space import Sample, Space, ValueChoice, mixed, set_mixing
 from ..space.choice import closest_match
@@ -68,6 +69,11 @@ class OneShotNAS(Callback):
       most probable architecture within ``budget`` is derived, the ``top_k`` most probable
       are scored on the held-out data, and the derived one is left active and exported.
 
+    With ``elastic`` (an :class:`~nas_aug.ElasticSpec`), a plain model (timm's MobileNetV3 /
+    EfficientNet / ResNet families) inside the LightningModule is turned into a supernet in
+    ``setup`` (:func:`~nas_aug.elasticize`), its largest sub-network the model itself with its
+    weights: a warm start.
+
     The held-out data is the fit's validation data unless ``heldout`` (a dataloader) is given.
     Candidates are scored by top-1 accuracy of ``pl_module(inputs)``; batches are ``(x, y)``
     tuples or dicts (``input_key`` / ``target_key``). While fitting, validation runs the
@@ -87,8 +93,8 @@ class OneShotNAS(Callback):
                  calibration_batches: int = 8, heldout: Any = None, input_key: str = "image",
                  target_key: str = "label", counter: str = "fvcore",
                  input_shape: tuple[int, ...] | None = None, seed: int = 0, top_k: int = 5,
-                 unroll_lr: float | None = None, overwrite: bool = False, progress: bool = True,
-                 **strategy_options: Any):
+                 unroll_lr: float | None = None, elastic: ElasticSpec | None = None,
+                 overwrite: bool = False, progress: bool = True, **strategy_options: Any):
         if strategy not in STRATEGIES:
             hint = closest_match(strategy, STRATEGIES) if isinstance(strategy, str) else ""
             raise ValueError(f"unknown strategy {strategy!r}{hint}; choose one of "
@@ -109,6 +115,8 @@ class OneShotNAS(Callback):
                              f"of the fit's first optimizer), got {unroll_lr!r}")
         # validates the option values now, on a one-label stand-in for the supernet's space
         GradientNAS(Space([ValueChoice("check", [0, 1])]), GRADIENT_METHODS[0], **strategy_options)
+        if elastic is not None and not isinstance(elastic, ElasticSpec):
+            raise ValueError(f"elastic must be a nas_aug.ElasticSpec or None, got {elastic!r}")
         if budget is not None and not isinstance(budget, Budget):
             raise ValueError(f"budget must be a nas_aug.Budget or None, got {budget!r}")
         if sampling not in SAMPLINGS:
@@ -118,6 +126,7 @@ class OneShotNAS(Callback):
                              "without the batch dimension")
         check_int("calibration_batches", calibration_batches, 1)
         self.strategy, self.strategy_options = strategy, strategy_options
+        self.elastic = elastic
         self.sampling_name = sampling
         self._sampling = SAMPLINGS[sampling](sandwich_random)
         self._counter = get_counter(counter)
@@ -155,6 +164,9 @@ class OneShotNAS(Callback):
         if stage != TrainerFn.FITTING:
             return
         self._supernet = _find_supernet(pl_module)
+        if self.elastic is not None and not space_of(self._supernet).labels:
+            # before the optimizer is built and before a checkpoint loads into the supernet
+            rank_zero_info(f"OneShotNAS: {elasticize(self._supernet, self.elastic)}")
         self.space = space_of(self._supernet)
         if not self.space.labels:
             raise ValueError(
