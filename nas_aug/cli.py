@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write an exported sub-network in other formats")
     export.add_argument("directory", help="a directory holding architecture.json")
     export.add_argument("--format", nargs="+", required=True,
-                        choices=["torchscript", "onnx", "pt2"],
-                        help="torchscript, onnx (checked with onnxruntime) or pt2 (torch.export)")
+                        choices=["torchscript", "onnx", "pt2", "timm"],
+                        help="torchscript, onnx (checked with onnxruntime), pt2 (torch.export) "
+                             "or timm (timm.json: timm's definition of a timm sub-network)")
     export.set_defaults(func=_export)
     spaces = commands.add_parser("spaces", help="list the registered search spaces")
     spaces.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")

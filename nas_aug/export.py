@@ -1,4 +1,5 @@
-"""The export: ``architecture.json`` + the sub-network's weights + every candidate + a report.
+"""The export: ``architecture.json`` + the sub-network's weights + every candidate + a report,
+and ``timm.json`` (timm's definition of the sub-network) when it is a timm model timm can build.
 
 Nothing here is a pickle: the architecture is JSON, the weights are safetensors. A user
 rebuilds the standalone sub-network with :func:`load_architecture` and :func:`build_subnet`.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,6 +26,7 @@ FORMAT = "nas_aug.architecture/1"
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "subnet.safetensors"
 CANDIDATES_FILE = "candidates.json"
+TIMM_FILE = "timm.json"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         probabilities=dict(probabilities or {}), note=note, directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    _write_timm(directory, subnet, input_shape)
     text = json.dumps(arch.to_json(), indent=2) + "\n"
     atomic_write(directory / ARCHITECTURE_FILE, lambda p: p.write_text(text))
     if candidates:
@@ -128,6 +132,46 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         atomic_write(directory / CANDIDATES_FILE, lambda p: p.write_text(text))
     write_report(directory, arch, candidates or [])
     return arch
+
+
+def _write_timm(directory: Path, subnet: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Write ``timm.json`` if ``subnet`` is (or runs) a timm MobileNetV3 / EfficientNet /
+    ResNet that timm can build, checked on a batch; else remove a stale one, and warn why when
+    ``subnet`` holds a timm model of those classes."""
+    from .elastic_models.timm_export import MODELS, check_timm, timm_definition
+
+    path = directory / TIMM_FILE
+    path.unlink(missing_ok=True)
+    if not any(type(m) in MODELS.values() for m in subnet.modules()):
+        return
+    weight = next(subnet.parameters())
+    inputs = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        definition = timm_definition(subnet)
+        difference = check_timm(subnet, definition, inputs.to(weight.device, weight.dtype))
+    except ValueError as err:
+        warnings.warn(f"no {TIMM_FILE} in {directory}: {err}", stacklevel=3)
+        return
+    if difference > 1e-4:
+        warnings.warn(f"no {TIMM_FILE} in {directory}: timm's build of the sub-network gives "
+                      f"outputs {difference:.3g} away from it", stacklevel=3)
+        return
+    text = json.dumps(definition, indent=2) + "\n"
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn.Module:
+    """The timm model of ``timm.json`` (or the directory holding it), with the weights file
+    ``weights`` beside it loaded (strict) unless ``weights`` is ``None``."""
+    from safetensors.torch import load_file
+
+    from .elastic_models.timm_export import TIMM_FORMAT, build_timm, timm_weights
+
+    path, definition = read_tagged_json(path, TIMM_FILE, TIMM_FORMAT, "timm definition")
+    net = build_timm(definition)
+    if weights is not None:
+        net.load_state_dict(timm_weights(load_file(str(path.parent / weights)), definition))
+    return net
 
 
 def json_path(path: str | os.PathLike, filename: str) -> Path:
@@ -173,14 +217,23 @@ def load_architecture(path: str | os.PathLike) -> Architecture:
 
 def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
     """The standalone sub-network of ``arch``: a plain module without choice modules, with
-    the exported (trained) weights if ``weights``, else freshly initialised ones."""
+    the exported (trained) weights if ``weights``, else freshly initialised ones. A sub-network
+    of a model that is not a registered space (e.g. an elasticized timm model) is rebuilt from
+    the export's ``timm.json``, as the timm model alone (without a module that held it)."""
     from safetensors.torch import load_file
 
     from .search_spaces import create_space
 
     if arch.space is None:
-        raise ValueError("this architecture names no registered space (the supernet was not "
-                         "built with nas_aug.search_spaces.create_space), so it cannot be rebuilt")
+        timm_file = None if arch.directory is None else arch.directory / TIMM_FILE
+        if timm_file is None or not timm_file.exists():
+            raise ValueError("this architecture names no registered space (the supernet was "
+                             "not built with nas_aug.search_spaces.create_space) and its export "
+                             f"holds no {TIMM_FILE} (written for sub-networks of timm models "
+                             "that timm can build), so it cannot be rebuilt")
+        if weights and arch.weights is None:
+            raise ValueError("this architecture has no weights file; use weights=False")
+        return load_timm(timm_file, arch.weights if weights else None)
     subnet = extract_subnet(create_space(arch.space, **arch.space_kwargs), arch.sample,
                             torch.zeros(1, *arch.input_shape))
     if not weights:

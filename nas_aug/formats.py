@@ -1,9 +1,11 @@
 """Take an exported sub-network anywhere: TorchScript, ONNX and ``torch.export`` files that
-run without nas_aug, each checked numerically against the PyTorch sub-network when written."""
+run without nas_aug, and timm's own definition of a timm sub-network (``timm.json``), each
+checked numerically against the PyTorch sub-network when written."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .export import atomic_write, build_subnet, load_architecture
+from .export import TIMM_FILE, atomic_write, build_subnet, load_architecture, load_timm
 from .space.choice import closest_match
 
 
@@ -52,24 +54,44 @@ def _run_pt2(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.export.load(str(path)).module()(x)
 
 
+def _write_timm(net: nn.Module, example: torch.Tensor, path: Path) -> None:
+    from .elastic_models.timm_export import timm_definition
+
+    path.write_text(json.dumps(timm_definition(net), indent=2) + "\n")
+
+
+def _run_timm(path: Path, x: torch.Tensor) -> torch.Tensor:
+    return load_timm(path).eval()(x)  # with the export's weights beside it
+
+
 FORMATS: dict[str, tuple[str, Callable, Callable]] = {
     "torchscript": ("subnet.torchscript.pt", _write_torchscript, _run_torchscript),
     "onnx": ("subnet.onnx", _write_onnx, _run_onnx),
     "pt2": ("subnet.pt2", _write_pt2, _run_pt2),
+    "timm": (TIMM_FILE, _write_timm, _run_timm),
 }
 
 
 def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4
                   ) -> tuple[Path, float]:
-    """Write the sub-network exported in ``directory`` as ``fmt`` ("torchscript", "onnx" or
-    "pt2" for ``torch.export``) beside it; return the file and the largest absolute difference
-    between its outputs and the PyTorch sub-network's on a batch of another size than the one
-    traced (so a fixed batch size cannot pass unnoticed). A difference above ``atol`` raises.
+    """Write the sub-network exported in ``directory`` as ``fmt`` ("torchscript", "onnx",
+    "pt2" for ``torch.export``, or "timm" for timm's definition of a timm MobileNetV3 /
+    EfficientNet / ResNet sub-network, see :func:`~nas_aug.elastic_models.timm_definition`)
+    beside it; return the file and the largest absolute difference between its outputs (timm:
+    timm's model loaded with the exported weights) and the PyTorch sub-network's on a batch of
+    another size than the one traced (so a fixed batch size cannot pass unnoticed). A
+    difference above ``atol`` (times the largest output magnitude where that is above 1: float
+    rounding grows with the outputs) raises; a sub-network the format cannot take raises
+    ``RuntimeError`` saying why.
+
+    An export of a model that is not a registered space (an elasticized timm model) holds its
+    ``timm.json`` from the start (checked then against the searched sub-network) and its
+    sub-network is rebuilt from it; "timm" then checks that file as it is.
 
     >>> export_format("out", "keras")
     Traceback (most recent call last):
     ...
-    ValueError: unknown format 'keras'; choose one of ['onnx', 'pt2', 'torchscript']
+    ValueError: unknown format 'keras'; choose one of ['onnx', 'pt2', 'timm', 'torchscript']
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}{closest_match(fmt, FORMATS)}; "
@@ -84,11 +106,14 @@ def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
         try:
-            atomic_write(path, lambda tmp: write(net, example, tmp))
+            if not (fmt == "timm" and arch.space is None):  # else net was built from the file
+                atomic_write(path, lambda tmp: write(net, example, tmp))
         except Exception as err:
             raise RuntimeError(f"this sub-network cannot be exported to {fmt}: {err}") from err
-        difference = (run(path, check) - net(check)).abs().max().item()
-    if difference > atol:
+        expected = net(check)
+        difference = (run(path, check) - expected).abs().max().item()
+    tolerance = atol * max(1.0, expected.abs().max().item())
+    if difference > tolerance:
         raise RuntimeError(f"{path} gives outputs {difference:.3g} away from the PyTorch "
-                           f"sub-network's (tolerance {atol})")
+                           f"sub-network's (tolerance {tolerance:.3g})")
     return path, difference

@@ -27,7 +27,7 @@ def exported(tmp_path_factory):
     return directory
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fmt", sorted(set(FORMATS) - {"timm"}))  # timm: test_timm_export.py
 def test_each_format_matches_the_pytorch_subnet(exported, fmt):
     path, difference = export_format(exported, fmt)
     assert path == exported / FORMATS[fmt][0] and path.stat().st_size > 0
