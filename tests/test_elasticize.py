@@ -6,7 +6,8 @@ import random
 import pytest
 import timm
 import torch
-from helpers import LitClassifier, calibrate, make_trainer
+from helpers import LitClassifier, calibrate, make_trainer, split_tensors
+from lightning.pytorch import Callback
 from timm.models import EfficientNet
 from timm.models._efficientnet_builder import decode_arch_def
 from torch import nn
@@ -17,6 +18,7 @@ from nas_aug.constraints import CostTable
 from nas_aug.data import DigitsDataModule
 from nas_aug.elastic_models.layers import width_choice
 from nas_aug.space import ElasticConv2d, mixed
+from nas_aug.strategies.evaluation import recalibrate_batch_norm, top1_accuracy
 from nas_aug.supernet import activate, choice_modules, extract_subnet, space_of
 
 SHAPE = (1, 32, 32)
@@ -202,3 +204,79 @@ def test_one_shot_nas_elasticizes_the_model_in_setup_as_a_warm_start():
 def test_elastic_must_be_a_spec():
     with pytest.raises(ValueError, match="elastic must be a nas_aug.ElasticSpec"):
         OneShotNAS(elastic={"width": (0.5, 1.0)})
+
+
+class _StepsToTarget(Callback):
+    """Before the first step and every ``every`` steps: the held-out top-1 of the largest
+    sub-network (batch norm recalibrated on fixed training batches, as ``OneShotNAS`` scores);
+    records the first step at which it reaches ``target`` and then stops the fit."""
+
+    def __init__(self, target: float, calibration, heldout, every: int = 5):
+        self.target, self.every = target, every
+        self.calibration, self.heldout = calibration, heldout
+        self.reached_at: int | None = None
+        self.curve: list[tuple[int, float]] = []
+
+    def _check(self, trainer, pl_module) -> None:
+        with torch.random.fork_rng(devices=[]):  # leaves the fit's random stream alone
+            activate(pl_module, space_of(pl_module).largest())
+            accuracy = held_out_top1(pl_module, self.calibration, self.heldout)
+        self.curve.append((trainer.global_step, accuracy))
+        if accuracy >= self.target and self.reached_at is None:
+            self.reached_at = trainer.global_step
+            trainer.should_stop = True
+
+    def on_train_start(self, trainer, pl_module):
+        self._check(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0:
+            self._check(trainer, pl_module)
+
+
+def held_out_top1(model: nn.Module, calibration, heldout) -> float:
+    recalibrate_batch_norm(model, model, calibration)
+    model.eval()
+    try:
+        return top1_accuracy(model, heldout)
+    finally:
+        model.train()
+
+
+def test_warm_started_search_reaches_the_originals_accuracy_in_fewer_steps():
+    """A trained timm model, elasticized by ``OneShotNAS(elastic=...)``, starts its supernet fit
+    at the trained accuracy; the same fit from a fresh initialisation (same seed, space, data
+    order, optimizer) needs tens of steps to reach 90% of it."""
+    dm = DigitsDataModule(batch_size=64, img_size=16, seed=0)
+    dm.setup()
+    images, _ = split_tensors(dm, "train")
+    calibration = list(images[:256].split(64))
+    heldout = list(dm.val_dataloader())
+    spec = ElasticSpec(width=(0.5, 0.75, 1.0))  # test_resnet: one block a stage, widths only
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(0)
+        return timm.create_model("test_resnet", pretrained=False, num_classes=10, in_chans=1)
+
+    trained = LitClassifier(fresh())  # plain training: the "pretrained" original
+    make_trainer([], max_epochs=-1, max_steps=100, limit_train_batches=1.0,
+                 limit_val_batches=0, num_sanity_val_steps=0).fit(trained, datamodule=dm)
+    original = held_out_top1(trained, calibration, heldout)
+    assert original > 0.9  # digits at 16x16: about 0.98 after 100 steps
+    target = 0.9 * original
+
+    steps, searched, curves = {}, {}, {}
+    for start, backbone in (("warm", copy.deepcopy(trained.backbone)), ("cold", fresh())):
+        torch.manual_seed(1)
+        probe = _StepsToTarget(target, calibration, heldout)
+        nas = OneShotNAS(elastic=spec, input_shape=(1, 16, 16), population_size=4,
+                         generations=2, calibration_batches=2, progress=False, seed=0)
+        make_trainer([nas, probe], max_epochs=-1, max_steps=200, limit_train_batches=1.0,
+                     limit_val_batches=0, num_sanity_val_steps=0).fit(
+            LitClassifier(backbone), datamodule=dm)
+        steps[start], searched[start] = probe.reached_at, nas.result["score"]
+        curves[start] = probe.curve
+    # the cold fit must get there too (else the comparison says nothing): 35 steps here
+    assert steps["cold"] is not None and steps["cold"] >= 10, (steps, original, curves)
+    assert steps["warm"] is not None and 4 * steps["warm"] <= steps["cold"], (steps, curves)
+    assert searched["warm"] >= target, (searched, original)  # the searched sub-network too
