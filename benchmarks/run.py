@@ -1,5 +1,6 @@
-"""The benchmark suite: every figure a ratio of two things measured side by side in one run, on
-scikit-learn's digits on CPU, written (atomically) to ``benchmarks/RESULTS.md``.
+"""The benchmark suite: every figure a ratio (or a comparison) of things measured side by side in
+one run on CPU, written (atomically) to ``benchmarks/RESULTS.md``: rows 1, 2, 3 and 5 on
+scikit-learn's digits, rows 4, 5b and 6 on Fashion-MNIST (``benchmarks.bench_quality``).
 
     python -m benchmarks.run [--quick] [--out benchmarks/RESULTS.md]
 """
@@ -38,6 +39,7 @@ from benchmarks.bench_costs import (
     train_step,
     write_atomic,
 )
+from benchmarks.bench_quality import QUALITY_MODES, Row, quality_rows
 from nas_aug import Architecture, Budget, build_subnet, load_architecture
 from nas_aug.callbacks import OneShotNAS
 from nas_aug.classifier import ImageClassifier
@@ -68,14 +70,6 @@ MODES = {"quick": Mode(epochs=10, step_paths=6, step_repeats=10, step_warmup=2,
                        cost_samples=20, rank_archs=10),
          "full": Mode(epochs=30, step_paths=20, step_repeats=20, step_warmup=3,
                       cost_samples=100, rank_archs=30)}  # 30 epochs: the digits recipe's
-
-
-@dataclass
-class Row:
-    figure: str
-    value: str  # the ratio (or the rank correlation)
-    raw: str  # the numbers it is computed from, measured in this run
-    how: str
 
 
 def fit(module: pl.LightningModule, datamodule, epochs: int, callbacks=()) -> None:
@@ -200,22 +194,15 @@ def ranking_fidelity(mode: Mode, model: ImageClassifier, nas: OneShotNAS, arch: 
     return row, details
 
 
-NOT_MEASURED = [
-    Row("4. Quality", "not measured yet", "-",
-        "searched vs random and hand-picked architectures on Fashion-MNIST, 3 seeds"),
-    Row("6. Random-search baseline", "not measured yet", "-",
-        "multi-trial random search at equal compute vs the one-shot search"),
-]
-
-
-def render(rows: list[Row], details: list[str], header: list[str]) -> str:
+def render(rows: list[Row], details: list[str], sections: list[str], header: list[str]) -> str:
     table = ["| figure | value | raw numbers (same run) | how |", "|---|---:|---|---|"]
     table += [f"| {r.figure} | {r.value} | {r.raw} | {r.how} |"
               for r in sorted(rows, key=lambda r: r.figure)]
     detail = ["## Row 5: the architectures ranked", "",
               "| MACs | held-out top-1, inherited | held-out top-1, standalone |",
               "|---:|---:|---:|", *details] if details else []
-    return "\n".join(["# Benchmark results", "", *header, "", *table, "", *detail, ""])
+    return "\n".join(["# Benchmark results", "", *header, "", *table, "", *detail, "",
+                      *sections, ""])
 
 
 def main() -> None:
@@ -242,11 +229,16 @@ def main() -> None:
         rows = [done(row1), done(step_overhead(mode)), done(cost_lookup(mode))]
         row5, details = ranking_fidelity(mode, model, nas, arch, datamodule)
         rows.append(done(row5))
+    with tempfile.TemporaryDirectory() as out_dir:
+        quality, sections, fashion = quality_rows(name, Path(out_dir), done)
+        rows += quality
 
     total = time.perf_counter() - start
     busy, own = cpu_seconds()
     others = max(0.0, (busy - busy0) - (own - own0))
     settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(mode).items())
+    settings += "; Fashion-MNIST: " + ", ".join(
+        f"{k}={v}" for k, v in dataclasses.asdict(QUALITY_MODES[name]).items())
     sizes = datamodule.sizes
     header = [
         f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; mode: **{name}** "
@@ -258,15 +250,16 @@ def main() -> None:
         f"- Other processes used {others:.0f} CPU-s during the run ({others / total:.2f} cores "
         "on average): they skew timings; side-by-side ratios resist, but do not remove, that"
         + (". **Load was high: rerun on a quiet machine**" if others > 0.25 * total else ""),
-        f"- Data: scikit-learn's digits ({sizes['train']} train / {sizes['heldout']} held-out "
-        f"images; one held-out image = {1 / sizes['heldout']:.4f} top-1), batch {BATCH} "
-        "everywhere. "
+        f"- Rows 1, 2, 3, 5: scikit-learn's digits ({sizes['train']} train / "
+        f"{sizes['heldout']} held-out images; one held-out image = "
+        f"{1 / sizes['heldout']:.4f} top-1), batch {BATCH}. "
         f"Space: `{SPACE}` with `{SPACE_KWARGS}`. Seed {SEED} everywhere (`pl.seed_everything` "
         "before every fit, data split, path sampling, search)",
-        "- Each figure is a ratio of two things measured side by side in this run; the "
-        "numbers it comes from are beside it",
+        fashion,
+        "- Each figure is a ratio (or a comparison) of things measured side by side in this run; "
+        "the numbers it comes from are beside it",
     ]
-    write_atomic(args.out, render(rows + NOT_MEASURED, details, header))
+    write_atomic(args.out, render(rows, details, sections, header))
     print(f"written to {args.out} in {total:.0f} s")
 
 

@@ -165,23 +165,20 @@ def _build(cls, data: Any, where: str):
     return cls(**kwargs)
 
 
-def _trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=()) -> pl.Trainer:
+def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=(),
+                 progress: bool = True) -> pl.Trainer:
+    """A Trainer with the recipe's device settings, logging to ``out_dir/logs/name``."""
     return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks),
                       accelerator=recipe.trainer.accelerator, devices=recipe.trainer.devices,
                       precision=recipe.trainer.precision, strategy=recipe.trainer.strategy,
                       logger=CSVLogger(out_dir, name="logs", version=name),
                       enable_checkpointing=False, enable_model_summary=False,
-                      deterministic="warn", default_root_dir=out_dir)
+                      enable_progress_bar=progress, deterministic="warn",
+                      default_root_dir=out_dir)
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> list[dict]:
-    """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; returns the rows
-    of the results table."""
-    from .callbacks import AugmentSearch, OneShotNAS
-    from .search_spaces import create_space
-
-    out_dir = Path(out_dir)
-    check_export_dir(out_dir, overwrite)
+def make_datamodule(recipe: Recipe) -> pl.LightningDataModule:
+    """The recipe's datamodule (its ``data.kwargs`` checked against the dataset's)."""
     if recipe.data.name not in DATASETS:
         raise ValueError(f"unknown dataset {recipe.data.name!r}; choose one of {sorted(DATASETS)}")
     accepted = set(inspect.signature(DATASETS[recipe.data.name]).parameters) - {"seed"}
@@ -189,9 +186,16 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
     if unknown:
         raise ValueError(f"data.kwargs {unknown} are not accepted by dataset "
                          f"{recipe.data.name!r}; it accepts {sorted(accepted)}")
-    start = time.perf_counter()
-    pl.seed_everything(recipe.seed, verbose=False)
-    datamodule = DATASETS[recipe.data.name](seed=recipe.seed, **recipe.data.kwargs)
+    return DATASETS[recipe.data.name](seed=recipe.seed, **recipe.data.kwargs)
+
+
+def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress: bool = True
+                ) -> tuple[ImageClassifier, list[pl.Callback]]:
+    """The supernet in an ``ImageClassifier`` and the search callbacks (``OneShotNAS`` first,
+    then ``AugmentSearch`` when the recipe has an augment method) for the supernet fit."""
+    from .callbacks import AugmentSearch, OneShotNAS
+    from .search_spaces import create_space
+
     supernet = create_space(recipe.space.name, **recipe.space.kwargs)
     search = recipe.search
     limits = {k: v for k, v in dataclasses.asdict(search.budget).items() if v is not None}
@@ -201,7 +205,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
                      population_size=search.population_size, generations=search.generations,
                      mutation_prob=search.mutation_prob,
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
-                     overwrite=overwrite, **search.options)
+                     overwrite=overwrite, progress=progress, **search.options)
     if recipe.augment.options and recipe.augment.method is None:
         raise ValueError(f"augment.options need an augment.method (dada or randaugment), got "
                          f"options {recipe.augment.options!r} and no method")
@@ -211,7 +215,20 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
                                        seed=recipe.seed, overwrite=overwrite,
                                        **recipe.augment.options))
     model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
-    trainer = _trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks)
+    return model, callbacks
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> list[dict]:
+    """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; returns the rows
+    of the results table."""
+    out_dir = Path(out_dir)
+    check_export_dir(out_dir, overwrite)
+    datamodule = make_datamodule(recipe)
+    start = time.perf_counter()
+    pl.seed_everything(recipe.seed, verbose=False)
+    model, callbacks = make_search(recipe, out_dir, overwrite)
+    nas = callbacks[0]
+    trainer = make_trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks)
     trainer.fit(model, datamodule)
     trainer.strategy.barrier()  # several processes: rank 0's export is written before reading
     search_seconds = time.perf_counter() - start
@@ -241,17 +258,24 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
     return rows
 
 
+def retrain(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
+            epochs: int, progress: bool = True) -> tuple[ImageClassifier, pl.Trainer, float]:
+    """``net`` in an ``ImageClassifier`` trained for ``epochs`` with the recipe's retraining
+    settings (augmented by ``policy``); with its trainer and the training's seconds."""
+    module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay,
+                             policy=policy, augment_seed=recipe.seed)
+    trainer = make_trainer(recipe, out_dir, name, epochs, progress=progress)
+    started = time.perf_counter()
+    if epochs:
+        trainer.fit(module, datamodule)
+    return module, trainer, time.perf_counter() - started
+
+
 def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
           epochs: int) -> tuple[float, float]:
     """Test accuracy of ``net`` after ``epochs`` of training (augmented by ``policy``), and
     the training's seconds."""
-    module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay,
-                             policy=policy, augment_seed=recipe.seed)
-    trainer = _trainer(recipe, out_dir, name, epochs)
-    started = time.perf_counter()
-    if epochs:
-        trainer.fit(module, datamodule)
-    seconds = time.perf_counter() - started
+    module, trainer, seconds = retrain(net, datamodule, out_dir, name, recipe, policy, epochs)
     (metrics,) = trainer.test(module, datamodule, verbose=False)
     return float(metrics["test_acc"]), seconds
 
