@@ -27,11 +27,11 @@ from torch import nn
 
 from .layers import (
     act_problem,
+    block_problem,
     conv_problem,
     elastic_conv,
     elastic_norm,
     kernel_choice,
-    norm_problem,
     scaled,
     width_choice,
 )
@@ -52,20 +52,8 @@ def _width_problem(block: nn.Module, expand: str, norms: tuple[str, ...], dw: st
     """Why the expanded width of ``block`` cannot be elastic, or ``None``."""
     if getattr(block, "conv_s2d", None) is not None:
         return "it starts with a space-to-depth conv"
-    for role in (expand, dw, "conv_pwl"):
-        if role is not None:
-            problem = conv_problem(getattr(block, role), role)
-            if problem:
-                return problem
-    if getattr(block, expand).groups != 1:
-        return f"{expand} is a grouped conv"
-    for role in norms:
-        problem = norm_problem(getattr(block, role), role)
-        if problem:
-            return problem
-    if not isinstance(block.aa, nn.Identity):
-        return f"its anti-aliasing layer {type(block.aa).__name__} is built for the full width"
-    return _se_problem(block.se)
+    convs = tuple(role for role in (expand, dw, "conv_pwl") if role is not None)
+    return block_problem(block, convs, (expand,), norms) or _se_problem(block.se)
 
 
 def _make_wide(name: str, block: nn.Module, spec: ElasticSpec, expand: str,

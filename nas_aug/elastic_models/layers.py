@@ -85,6 +85,29 @@ def norm_problem(norm: nn.Module, role: str) -> str | None:
     return None
 
 
+def block_problem(block: nn.Module, convs: tuple[str, ...], ungrouped: tuple[str, ...],
+                  norms: tuple[str, ...]) -> str | None:
+    """Why the inner width of ``block`` cannot be elastic, or ``None``: its ``convs`` must be
+    plain convs (``ungrouped`` ones without groups), its ``norms`` batch norms, and its
+    anti-aliasing layer (timm's ``aa``) absent."""
+    for role in convs:
+        problem = conv_problem(getattr(block, role), role)
+        if problem:
+            return problem
+    for role in ungrouped:
+        groups = getattr(block, role).groups
+        if groups != 1:
+            return f"{role} is a grouped conv (groups={groups})"
+    for role in norms:
+        problem = norm_problem(getattr(block, role), role)
+        if problem:
+            return problem
+    aa = getattr(block, "aa", None)
+    if aa is not None and not isinstance(aa, nn.Identity):
+        return f"its anti-aliasing layer {type(aa).__name__} is built for the full width"
+    return None
+
+
 def act_problem(act: nn.Module, role: str) -> str | None:
     if any(True for _ in act.parameters()):
         return f"{role} ({type(act).__name__}) has per-channel parameters"

@@ -13,25 +13,8 @@ from __future__ import annotations
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from .layers import conv_problem, elastic_conv, elastic_norm, norm_problem, scaled, width_choice
+from .layers import block_problem, elastic_conv, elastic_norm, scaled, width_choice
 from .spec import BlockRule, ElasticSpec, Family
-
-
-def _width_problem(block: nn.Module, convs: tuple[str, ...], norms: tuple[str, ...]
-                   ) -> str | None:
-    for role in convs:
-        problem = conv_problem(getattr(block, role), role)
-        if problem:
-            return problem
-        if getattr(block, role).groups != 1:
-            return f"{role} is a grouped conv (groups={getattr(block, role).groups})"
-    for role in norms:
-        problem = norm_problem(getattr(block, role), role)
-        if problem:
-            return problem
-    if not isinstance(block.aa, nn.Identity):
-        return f"its anti-aliasing layer {type(block.aa).__name__} is built for the full width"
-    return None
 
 
 def _convert(widened: tuple[str, ...], reader: str):
@@ -42,7 +25,7 @@ def _convert(widened: tuple[str, ...], reader: str):
     def convert(name: str, block: nn.Module, spec: ElasticSpec) -> tuple[list[str], list[str]]:
         if len(spec.width) == 0 or spec.width == (1.0,):
             return [], []
-        problem = _width_problem(block, (*widened, reader), norms)
+        problem = block_problem(block, (*widened, reader), (*widened, reader), norms)
         if problem:
             return [], [f"width: {problem}"]
         bases = [getattr(block, role).out_channels for role in widened]
