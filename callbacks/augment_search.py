@@ -22,6 +22,7 @@ from ..augment.search import METHODS, OuterStep
 from ..export import atomic_write
 from ..space.choice import closest_match
 from ..strategies.bilevel import preserved_buffers
+from ..validation import check_positive
 from ._outer_loop import (
     HeldOutStream,
     SkippedBatch,
@@ -79,9 +80,9 @@ class AugmentSearch(Callback):
         if unknown:
             raise ValueError(f"AugmentSearch(method={method!r}) got unknown option(s) {unknown}; "
                              f"its options are {sorted(accepted)}")
-        if unroll_lr is not None and not (isinstance(unroll_lr, (int, float)) and unroll_lr > 0):
-            raise ValueError(f"unroll_lr must be a positive number or None (the learning rate "
-                             f"of the fit's first optimizer), got {unroll_lr!r}")
+        if unroll_lr is not None:
+            check_positive("unroll_lr", unroll_lr,
+                           hint=" or None (the learning rate of the fit's first optimizer)")
         self.method_name = method
         self.method = METHODS[method](seed=seed, **options)
         self.export_dir = None if export_dir is None else Path(export_dir)

@@ -30,7 +30,7 @@ from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
 from ..strategies.gradient import GRADIENT_METHODS, ArchitectureStep, GradientNAS, Mixture
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, space_of
-from ..validation import check_int
+from ..validation import check_int, check_positive
 from ._outer_loop import (
     HeldOutStream,
     SkippedBatch,
@@ -110,9 +110,9 @@ class OneShotNAS(Callback):
         if strategy != "spos" and sampling != "uniform":
             raise ValueError(f"sampling={sampling!r} is how strategy='spos' picks paths; "
                              f"strategy={strategy!r} picks them from its own parameters")
-        if unroll_lr is not None and not (isinstance(unroll_lr, (int, float)) and unroll_lr > 0):
-            raise ValueError(f"unroll_lr must be a positive number or None (the learning rate "
-                             f"of the fit's first optimizer), got {unroll_lr!r}")
+        if unroll_lr is not None:
+            check_positive("unroll_lr", unroll_lr,
+                           hint=" or None (the learning rate of the fit's first optimizer)")
         # validates the option values now, on a one-label stand-in for the supernet's space
         GradientNAS(Space([ValueChoice("check", [0, 1])]), GRADIENT_METHODS[0], **strategy_options)
         if elastic is not None and not isinstance(elastic, ElasticSpec):
@@ -144,7 +144,6 @@ class OneShotNAS(Callback):
         self.gradient: GradientNAS | None = None  # the architecture parameters (darts, gdas)
         self._stream: HeldOutStream | None = None
         self._heldout_consumed = 0
-        self._pending_gradient_state: dict[str, Any] | None = None
         self.rng = random.Random(seed)
         self.cost_table: CostTable | None = None
         self.result: dict[str, Any] | None = None
@@ -202,9 +201,6 @@ class OneShotNAS(Callback):
             self._measure_latency(pl_module.device)  # on the device the fit runs on
         if self.gradient is None:
             return
-        if self._pending_gradient_state is not None:
-            self.gradient.load_state_dict(self._pending_gradient_state)
-            self._pending_gradient_state = None
         self.gradient.setup(pl_module.device)
         self._stream = HeldOutStream(heldout_loader(trainer, self.heldout, "OneShotNAS"),
                                      consumed=self._heldout_consumed,
@@ -329,7 +325,8 @@ class OneShotNAS(Callback):
         self.result = state_dict["result"]
         self.search_state = state_dict.get("search")
         self.train_seconds = state_dict.get("train_seconds", 0.0)
-        self._pending_gradient_state = state_dict.get("gradient")  # loaded in on_fit_start
+        if state_dict.get("gradient") is not None:  # setup built the strategy's parameters
+            self.gradient.load_state_dict(state_dict["gradient"])
         self._heldout_consumed = state_dict.get("heldout_consumed", 0)
 
     # ---- internals ------------------------------------------------------------------------

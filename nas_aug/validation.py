@@ -8,6 +8,7 @@ ValueError: population_size must be an integer >= 2, got 1
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -19,6 +20,23 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
         accepted = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
         raise ValueError(f"{name} must be {accepted}, got {value!r}")
     return int(value)
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False, hint: str = "") -> float:
+    """``value`` as a float if it is a finite number (not a bool) above 0, or at least 0 with
+    ``allow_zero``; ``hint`` adds to the error what else is accepted.
+
+    >>> check_positive("lr", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be a positive number, got 0
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+                         f"number{hint}, got {value!r}")
+    return float(value)
 
 
 def check_fraction(name: str, value: Any, *, allow_one: bool = False) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..validation import check_int
+from ..validation import check_int, check_positive
 from .apply import check_images
 from .ops import AUTOAUGMENT_OPS, get_op
 from .policy import OpSpec, Policy
@@ -84,9 +84,7 @@ class DifferentiablePolicy(nn.Module):
         if not (isinstance(initial_magnitude, float) and 0.0 <= initial_magnitude <= 1.0):
             raise ValueError(f"initial_magnitude must be a float in [0, 1], "
                              f"got {initial_magnitude!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = check_positive("temperature", temperature)
         tuples = list(itertools.product(range(len(self.ops)), repeat=length))
         self.register_buffer("sub_policy_ops", torch.tensor(tuples, dtype=torch.long))
         count = len(tuples)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..strategies.bilevel import gradients, unrolled_hypergradient
-from ..validation import check_int
+from ..validation import check_int, check_positive
 from .apply import apply_params, sample_params
 from .differentiable import DifferentiablePolicy
 from .ops import AUTOAUGMENT_OPS
@@ -70,10 +70,8 @@ class DadaSearch:
 
     def __init__(self, ops: Sequence[str] = AUTOAUGMENT_OPS, temperature: float = 0.5,
                  lr: float = 0.005, update_every: int = 1, top_k: int = 25, seed: int = 0):
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        self.lr = check_positive("lr", lr)
         self.policy = DifferentiablePolicy(tuple(ops), temperature=temperature, seed=seed)
-        self.lr = float(lr)
         self.update_every = check_int("update_every", update_every, 1)
         self.top_k = check_int("top_k", top_k, 1)
         self.optimizer = self._new_optimizer()

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..space import Space
-from ..validation import check_int
+from ..validation import check_int, check_positive
 from .bilevel import gradients, unrolled_hypergradient
 from .differentiable import ArchitectureParameters
 
@@ -80,14 +80,6 @@ class ArchitectureStep:
     reduce: Callable[[Tensor], Tensor] | None = None
 
 
-def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"number, got {value!r}")
-    return float(value)
-
-
 class GradientNAS:
     """The architecture as outer variables: DARTS, GDAS or ProxylessNAS on ``space``.
 
@@ -121,13 +113,13 @@ class GradientNAS:
         if not (isinstance(temperature, (tuple, list)) and len(temperature) == 2):
             raise ValueError(f"temperature must be a (start, end) pair, got {temperature!r}")
         self.method, self.order = method, order
-        self.lr = _positive("lr", lr)
-        self.weight_decay = _positive("weight_decay", weight_decay, allow_zero=True)
-        self.beta_decay = _positive("beta_decay", beta_decay, allow_zero=True)
-        self.cost_weight = _positive("cost_weight", cost_weight, allow_zero=True)
+        self.lr = check_positive("lr", lr)
+        self.weight_decay = check_positive("weight_decay", weight_decay, allow_zero=True)
+        self.beta_decay = check_positive("beta_decay", beta_decay, allow_zero=True)
+        self.cost_weight = check_positive("cost_weight", cost_weight, allow_zero=True)
         self.cost_form = cost_form
-        self.cost_exponent = _positive("cost_exponent", cost_exponent, allow_zero=True)
-        self.temperatures = tuple(_positive("temperature", t) for t in temperature)
+        self.cost_exponent = check_positive("cost_exponent", cost_exponent, allow_zero=True)
+        self.temperatures = tuple(check_positive("temperature", t) for t in temperature)
         self.temperature = self.temperatures[0]
         self.alpha = ArchitectureParameters(space)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
