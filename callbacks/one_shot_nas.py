@@ -29,7 +29,7 @@ from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_ac
 from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
 from ..strategies.gradient import GRADIENT_METHODS, ArchitectureStep, GradientNAS, Mixture
 from ..strategies.sampling import SAMPLINGS
-from ..supernet import activate, canonical_sample, space_of
+from ..supernet import activate, canonical_sample, device_of, space_of
 from ..validation import check_int, check_positive
 from ._outer_loop import (
     HeldOutStream,
@@ -334,7 +334,7 @@ class OneShotNAS(Callback):
         """Gradient strategies: fail now if a label cannot be mixed (the probe runs on a copy)."""
         if self.gradient is not None:
             set_mixing(self._supernet, self.gradient.train_mixing().weights, self.space,
-                       example_input=example.to(next(self._supernet.parameters()).device))
+                       example_input=example.to(device_of(self._supernet)))
             set_mixing(self._supernet, None)
 
     def _architecture_step(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
