@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,9 +46,10 @@ STRATEGIES = ("spos", *GRADIENT_METHODS)
 
 
 def _find_supernet(pl_module: nn.Module) -> nn.Module:
-    """The module built by ``create_space`` inside ``pl_module``, else ``pl_module`` itself."""
+    """The module built by ``create_space`` (or an NNI space converted by ``from_nni``) inside
+    ``pl_module``, else ``pl_module`` itself."""
     for module in pl_module.modules():
-        if hasattr(module, "space_name"):
+        if hasattr(module, "space_name") or hasattr(module, "nni_labels"):
             return module
     return pl_module
 
@@ -72,7 +74,8 @@ class OneShotNAS(Callback):
     With ``elastic`` (an :class:`~nas_aug.ElasticSpec`), a plain model (timm's MobileNetV3 /
     EfficientNet / ResNet families) inside the LightningModule is turned into a supernet in
     ``setup`` (:func:`~nas_aug.elasticize`), its largest sub-network the model itself with its
-    weights: a warm start.
+    weights: a warm start. A model written with NNI 3.0's mutable modules is converted in
+    ``setup`` too (:func:`nas_aug.nni.from_nni`, with the ``nas_aug[nni]`` extra).
 
     The held-out data is the fit's validation data unless ``heldout`` (a dataloader) is given.
     Candidates are scored by top-1 accuracy of ``pl_module(inputs)``; batches are ``(x, y)``
@@ -162,6 +165,13 @@ class OneShotNAS(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
+        if "nni" in sys.modules:  # a model written with NNI 3.0's mutable modules
+            from ..nni import from_nni, holds_nni
+
+            if holds_nni(pl_module):
+                from_nni(pl_module)
+                rank_zero_info("OneShotNAS: converted the NNI space inside "
+                               f"{type(pl_module).__name__} to nas_aug choice modules")
         self._supernet = _find_supernet(pl_module)
         if self.elastic is not None and not space_of(self._supernet).labels:
             # before the optimizer is built and before a checkpoint loads into the supernet

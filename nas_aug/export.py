@@ -1,5 +1,7 @@
 """The export: ``architecture.json`` + the sub-network's weights + every candidate + a report,
-and ``timm.json`` (timm's definition of the sub-network) when it is a timm model timm can build.
+``timm.json`` (timm's definition of the sub-network) when it is a timm model timm can build,
+and ``nni_samples.json`` (the chosen and top samples as NNI's ``{label: value}`` dicts) when
+the supernet is an NNI space converted by :func:`nas_aug.nni.from_nni`.
 
 Nothing here is a pickle: the architecture is JSON, the weights are safetensors. A user
 rebuilds the standalone sub-network with :func:`load_architecture` and :func:`build_subnet`.
@@ -27,6 +29,7 @@ ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "subnet.safetensors"
 CANDIDATES_FILE = "candidates.json"
 TIMM_FILE = "timm.json"
+NNI_SAMPLES_FILE = "nni_samples.json"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     _write_timm(directory, subnet, input_shape)
+    _write_nni_samples(directory, supernet, [sample, *(entry["sample"] for entry in top or [])])
     text = json.dumps(arch.to_json(), indent=2) + "\n"
     atomic_write(directory / ARCHITECTURE_FILE, lambda p: p.write_text(text))
     if candidates:
@@ -157,6 +161,23 @@ def _write_timm(directory: Path, subnet: nn.Module, input_shape: tuple[int, ...]
                       f"outputs {difference:.3g} away from it", stacklevel=3)
         return
     text = json.dumps(definition, indent=2) + "\n"
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def _write_nni_samples(directory: Path, supernet: nn.Module, samples: list[Mapping]) -> None:
+    """Write ``nni_samples.json`` (the distinct ``samples``, in order, restricted to the NNI
+    space's labels) if ``supernet`` is a converted NNI space; else remove a stale one."""
+    path = directory / NNI_SAMPLES_FILE
+    path.unlink(missing_ok=True)
+    labels = getattr(supernet, "nni_labels", None)
+    if labels is None:
+        return
+    distinct: list[dict[str, Any]] = []
+    for sample in samples:
+        nni_sample = {label: sample[label] for label in labels}
+        if nni_sample not in distinct:
+            distinct.append(nni_sample)
+    text = json.dumps(distinct, indent=1) + "\n"
     atomic_write(path, lambda p: p.write_text(text))
 
 
@@ -226,6 +247,9 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
 
     if arch.space is None:
         timm_file = None if arch.directory is None else arch.directory / TIMM_FILE
+        if arch.directory is not None and (arch.directory / NNI_SAMPLES_FILE).exists():
+            raise ValueError("this architecture is a sample of an NNI space; your space's code "
+                             "builds it: nas_aug.nni.load_nni_subnet(space, export_dir)")
         if timm_file is None or not timm_file.exists():
             raise ValueError("this architecture names no registered space (the supernet was "
                              "not built with nas_aug.search_spaces.create_space) and its export "

@@ -72,8 +72,8 @@ FORMATS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
-def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4
-                  ) -> tuple[Path, float]:
+def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4,
+                  subnet: nn.Module | None = None) -> tuple[Path, float]:
     """Write the sub-network exported in ``directory`` as ``fmt`` ("torchscript", "onnx",
     "pt2" for ``torch.export``, or "timm" for timm's definition of a timm MobileNetV3 /
     EfficientNet / ResNet sub-network, see :func:`~nas_aug.elastic_models.timm_definition`)
@@ -86,7 +86,9 @@ def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4
 
     An export of a model that is not a registered space (an elasticized timm model) holds its
     ``timm.json`` from the start (checked then against the searched sub-network) and its
-    sub-network is rebuilt from it; "timm" then checks that file as it is.
+    sub-network is rebuilt from it; "timm" then checks that file as it is. The sub-network of
+    an NNI space is built by the user's own space code, so it is passed as ``subnet`` (see
+    :func:`nas_aug.nni.load_nni_subnet`).
 
     >>> export_format("out", "keras")
     Traceback (most recent call last):
@@ -98,7 +100,7 @@ def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4
                          f"choose one of {sorted(FORMATS)}")
     filename, write, run = FORMATS[fmt]
     arch = load_architecture(directory)
-    net = build_subnet(arch).eval()
+    net = (build_subnet(arch) if subnet is None else subnet).eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(2, *arch.input_shape, generator=generator)
     check = torch.rand(3, *arch.input_shape, generator=generator)

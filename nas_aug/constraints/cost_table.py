@@ -193,8 +193,9 @@ class CostTable:
                     visit(f"{name}.blocks.{i}", block,
                           gates + ((module.choice.label, ">=", i + 1),))
             elif isinstance(module, LayerChoice):
-                for key, candidate in module.candidates.items():
-                    visit(f"{name}.{key}", candidate, gates + ((module.choice.label, "==", key),))
+                for key in module.choice.candidates:
+                    visit(f"{name}.{key}", module.candidate(key),
+                          gates + ((module.choice.label, "==", key),))
             elif len(seen) == 1 and math.prod(
                     len(space.candidates(label)) for label in labels) <= max_combinations:
                 plan.append((name, module, labels, gates))

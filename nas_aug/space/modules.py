@@ -52,7 +52,8 @@ def _require_shape(module: nn.Module, input_shape: tuple[int, ...] | None) -> tu
 
 
 class LayerChoice(ChoiceModule):
-    """Pick one of several candidate modules by name.
+    """Pick one of several candidate modules by name: the keys of a dict, or the positions
+    0, 1, ... of a list (as NNI names them).
 
     >>> import torch
     >>> op = LayerChoice("b0.op", {"conv": nn.Conv2d(4, 4, 3, padding=1), "skip": nn.Identity()})
@@ -65,13 +66,18 @@ class LayerChoice(ChoiceModule):
 
     def __init__(self, label: str, candidates: Mapping[str, nn.Module] | Sequence[nn.Module]):
         super().__init__()
-        if not isinstance(candidates, Mapping):
-            candidates = {str(i): m for i, m in enumerate(candidates)}
         if not candidates:
             raise ValueError(f"LayerChoice {label!r} needs at least one candidate module")
-        self.candidates = nn.ModuleDict(candidates)
-        self.choice = ValueChoice(label, list(candidates))
+        if not isinstance(candidates, Mapping):
+            candidates = dict(enumerate(candidates))
+        names = list(candidates)
+        self.candidates = nn.ModuleDict({str(name): m for name, m in candidates.items()})
+        self.choice = ValueChoice(label, names)
         self.active = self.choice.candidates[-1]
+
+    def candidate(self, name: str | int) -> nn.Module:
+        """The candidate module called ``name``."""
+        return self.candidates[str(name)]
 
     def choices(self) -> list[ValueChoice]:
         return [self.choice]
@@ -83,11 +89,11 @@ class LayerChoice(ChoiceModule):
         if self.mixing is not None:
             names = self.choice.candidates
             return self.mixing[self.choice.label].combine(
-                lambda i: self.candidates[names[i]](*args, **kwargs))
-        return self.candidates[self.active](*args, **kwargs)
+                lambda i: self.candidate(names[i])(*args, **kwargs))
+        return self.candidate(self.active)(*args, **kwargs)
 
     def freeze(self, input_shape: tuple[int, ...] | None) -> nn.Module:
-        return self.candidates[self.active]
+        return self.candidate(self.active)
 
 
 class ElasticDepth(ChoiceModule):

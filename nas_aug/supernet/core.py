@@ -53,7 +53,7 @@ def canonical_sample(model: nn.Module, sample: Mapping[str, Any],
         if isinstance(module, ElasticDepth):
             children = list(module.blocks)[: sample[module.choice.label]]
         elif isinstance(module, LayerChoice):
-            children = [module.candidates[sample[module.choice.label]]]
+            children = [module.candidate(sample[module.choice.label])]
         else:
             children = list(module.children())
         for child in children:

@@ -293,8 +293,8 @@ def test_layer_choice_activates_and_freezes_the_candidate():
 
 def test_layer_choice_from_a_list_and_empty():
     layer = LayerChoice("op", [nn.Identity(), nn.ReLU()])
-    assert layer.choice.candidates == ("0", "1")
-    layer.activate({"op": "1"})
+    assert layer.choice.candidates == (0, 1)  # positions, as NNI names a list's candidates
+    layer.activate({"op": 1})
     assert (layer(torch.tensor([-1.0, 2.0])) == torch.tensor([0.0, 2.0])).all()
     with pytest.raises(ValueError, match="'op' needs at least one candidate"):
         LayerChoice("op", {})
