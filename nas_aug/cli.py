@@ -36,7 +36,7 @@ def _spaces(args: argparse.Namespace) -> int:
         return 1
     for name in names:
         space = space_of(create_space(name))
-        print(f"{name:24s} {len(space.labels):3d} labels  {len(space):.3g} samples")
+        print(f"{name:24s} {len(space.labels):3d} labels  {space.size:.3g} samples")
     return 0
 
 

@@ -34,7 +34,15 @@ from typing import Any
 from torch import nn
 
 from .space import ElasticBatchNorm2d, ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice
-from .space.choice import MappedChoice, Sample, ValueChoice, largest_value, resolve
+from .space.choice import (
+    ComputedChoice,
+    MappedChoice,
+    Sample,
+    ValueChoice,
+    is_choice,
+    largest_value,
+    resolve,
+)
 from .supernet import space_of
 
 try:
@@ -199,25 +207,30 @@ def _depth(repeat: Repeat) -> tuple[str | None, list[int]]:
 
 
 def _value(value: Any, what: str) -> Any:
-    """A fixed value, or the nas_aug choice for an NNI mutable of one categorical label."""
+    """A fixed value, or the nas_aug choice for an NNI mutable of categorical labels."""
     if not isinstance(value, Mutable):
         return value
     leaves = value.simplify()
-    if len(leaves) != 1 or not isinstance(leaf := next(iter(leaves.values())), Categorical):
-        raise Unconvertible(f"{what}={value!r} depends on {list(leaves)}; nas_aug converts "
-                            "values of one nni.choice (or an expression of one)")
-    _check_uniform(leaf)
-    choice = ValueChoice(leaf.label, leaf.values)
-    return choice if value is leaf else MappedChoice(choice, functools.partial(
-        _evaluate, value, leaf.label))
+    others = sorted(label for label, leaf in leaves.items() if not isinstance(leaf, Categorical))
+    if others:
+        raise Unconvertible(f"{what} depends on {others}, which are not nni.choice values; "
+                            "nas_aug converts categorical choices")
+    for leaf in leaves.values():
+        _check_uniform(leaf)
+    sources = [ValueChoice(label, leaf.values) for label, leaf in leaves.items()]
+    if len(sources) == 1 and value is next(iter(leaves.values())):
+        return sources[0]
+    evaluate = functools.partial(_evaluate, value, tuple(leaves))
+    return MappedChoice(sources[0], evaluate) if len(sources) == 1 else \
+        ComputedChoice(sources, evaluate)
 
 
-def _evaluate(expression: Mutable, label: str, value: Any) -> Any:
-    return expression.freeze({label: value})
+def _evaluate(expression: Mutable, labels: tuple[str, ...], *values: Any) -> Any:
+    return expression.freeze(dict(zip(labels, values)))
 
 
 def _values(value: Any) -> tuple:
-    return tuple(value.candidates) if isinstance(value, (ValueChoice, MappedChoice)) else (value,)
+    return tuple(value.candidates) if is_choice(value) else (value,)
 
 
 def _fixed(module: ParametrizedModule, names: tuple[str, ...]) -> None:
@@ -285,16 +298,21 @@ def _plan_conv(conv: MutableConv2d) -> Callable[[], nn.Module]:
                              None if depthwise else out, depthwise)
 
 
+def _choice_sources(choice: Any) -> tuple[ValueChoice, ...]:
+    return choice.sources if isinstance(choice, ComputedChoice) else \
+        (choice.source,) if isinstance(choice, MappedChoice) else (choice,)
+
+
 def _same_values(*values: Any) -> bool:
-    """Whether NNI values (fixed, or of the same one label) are equal under every sample."""
+    """Whether NNI values (fixed or choices) are equal under every sample."""
     choices = [_value(v, "groups") for v in values]
-    return len({(getattr(c, "label", None), _values(c)) for c in choices}) == 1
+    return all(len({resolve(c, sample) for c in choices}) == 1 for sample in _samples(*choices))
 
 
 def _samples(*values: Any) -> list[Sample]:
     """Every sample of the labels that ``values`` (fixed values or choices) read."""
-    sources = {v.label: (v.source if isinstance(v, MappedChoice) else v).candidates
-               for v in values if isinstance(v, (ValueChoice, MappedChoice))}
+    sources = {source.label: source.candidates for v in values if is_choice(v)
+               for source in _choice_sources(v)}
     return [dict(zip(sources, combo)) for combo in itertools.product(*sources.values())]
 
 
@@ -304,14 +322,14 @@ def _elastic_conv(conv: MutableConv2d, in_channels: int, kernel: Any, out: Any,
     width = in_channels if depthwise else largest_value(out)
     new = ElasticConv2d(in_channels, width, kernel, stride=stride, depthwise=depthwise,
                         bias=bool(conv.args["bias"]),
-                        out_channels_choice=out if isinstance(out, (ValueChoice, MappedChoice))
+                        out_channels_choice=out if is_choice(out)
                         else None)
     return new.to(conv.weight.device, conv.weight.dtype)
 
 
 def _elastic_linear(fc: MutableLinear, in_features: int, out: Any) -> ElasticLinear:
     new = ElasticLinear(in_features, largest_value(out), bias=bool(fc.args["bias"]),
-                        out_features_choice=out if isinstance(out, (ValueChoice, MappedChoice))
+                        out_features_choice=out if is_choice(out)
                         else None)
     return new.to(fc.weight.device, fc.weight.dtype)
 

@@ -1,6 +1,7 @@
 """Helpers shared by the tests (importable as ``helpers``: pytest puts tests/ on the path)."""
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,3 +76,22 @@ def make_trainer(callbacks, **overrides):
 def midway_budget(costs):
     smallest = costs(costs.space.smallest()).macs
     return Budget(macs=(smallest + costs(costs.space.largest()).macs) // 2)
+
+
+def write_cifar_root(root, per_batch=40, n_test=30, seed=0):
+    """A fake CIFAR-10 binary release under ``root/cifar-10-batches-bin``: five training batches
+    and a test batch of random (hence distinct) images, balanced labels; returns the images as
+    NCHW uint8 arrays and the labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+
+    def batch(name, n):
+        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)  # rows are CHW
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        np.concatenate([labels[:, None], data], axis=1).tofile(folder / name)
+        return data.reshape(n, 3, 32, 32), labels.astype(np.int64)
+
+    train = [batch(f"data_batch_{i}.bin", per_batch) for i in range(1, 6)]
+    test = batch("test_batch.bin", n_test)
+    return {"train": tuple(np.concatenate(parts) for parts in zip(*train)), "test": test}

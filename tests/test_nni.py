@@ -125,8 +125,8 @@ def test_every_feature_that_does_not_convert_is_named_and_the_model_is_left_as_i
     class Unsupported(ModelSpace):
         def __init__(self):
             super().__init__()
-            a, b = nni.choice("a", [4, 8]), nni.choice("b", [1, 2])
-            self.product = MutableConv2d(1, a * b, 3, padding=1)
+            a = nni.choice("a", [4, 8])
+            self.continuous = MutableConv2d(1, nni.quniform("q", 2, 8, 2).int(), 1)
             self.dilated = MutableConv2d(1, a, 3, padding=2, dilation=2)
             self.drop = MutableDropout(nni.choice("p", [0.1, 0.2]))
             self.inputs = InputChoice(2, 1, label="in")
@@ -139,7 +139,8 @@ def test_every_feature_that_does_not_convert_is_named_and_the_model_is_left_as_i
     with pytest.raises(Unconvertible) as err:
         from_nni(net)
     message = str(err.value)
-    for expected in ("product (MutableConv2d): out_channels=", "depends on ['a', 'b']",
+    for expected in ("continuous (MutableConv2d): out_channels depends on ['q'], which are "
+                     "not nni.choice values",
                      "dilated (MutableConv2d)", "dilation=2",
                      "drop (MutableDropout): its argument(s) ['p'] are choices",
                      "inputs (InputChoice): an NNI module nas_aug has no counterpart for",
@@ -149,6 +150,48 @@ def test_every_feature_that_does_not_convert_is_named_and_the_model_is_left_as_i
         assert expected in message, (expected, message)
     assert [type(m) for m in net.modules()] == before[1]
     assert all(torch.equal(v, before[0][k]) for k, v in net.state_dict().items())
+
+
+@needs_nni
+def test_a_width_computed_from_several_labels_is_searched_by_sampling_not_mixed(tmp_path):
+    class Product(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            width, expand = nni.choice("width", [4, 8]), nni.choice("expand", [1, 2])
+            self.stem = MutableConv2d(1, width, 3, padding=1)
+            self.expand = MutableConv2d(width, width * expand, 1)
+            self.fc = MutableLinear(width * expand, 10)
+
+        def forward(self, x):
+            return self.fc(self.expand(self.stem(x)).mean((2, 3)))
+
+    net = from_nni(Product()).eval()
+    x = torch.randn(2, 1, 8, 8)
+    for sample in ({"width": 4, "expand": 2}, {"width": 8, "expand": 1}):
+        subnet = extract_subnet(net, sample, x[:1])
+        assert subnet.expand.out_channels == sample["width"] * sample["expand"]
+        nni_model = Product().freeze(sample)
+        nni_model.load_state_dict(subnet.state_dict())
+        torch.testing.assert_close(nni_model(x), subnet(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"label 'width' cannot be mixed .* depends on "
+                                         r"\['width', 'expand'\]"):
+        make_trainer([OneShotNAS(strategy="darts", input_shape=(1, 8, 8), progress=False)]).fit(
+            LitClassifier(Product()), datamodule=DigitsDataModule())
+
+
+@needs_nni
+def test_nni_s_own_model_spaces_convert_to_the_networks_nni_freezes():
+    from nni.nas.hub.pytorch import MobileNetV3Space, ShuffleNetSpace
+
+    x = torch.randn(2, 3, 32, 32)
+    for space_class in (ShuffleNetSpace, MobileNetV3Space):
+        net = from_nni(space_class()).eval()
+        space = space_of(net)
+        for sample in (space.smallest(), space.random(random.Random(0))):
+            subnet = extract_subnet(net, sample, x[:1]).eval()
+            nni_model = space_class().freeze(sample).eval()
+            nni_model.load_state_dict(subnet.state_dict())
+            torch.testing.assert_close(nni_model(x), subnet(x), rtol=0, atol=1e-6)
 
 
 @needs_nni

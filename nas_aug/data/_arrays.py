@@ -156,6 +156,12 @@ class ArrayDataModule(pl.LightningDataModule):
         """Read the whole dataset; called once, by the first :meth:`setup`."""
         raise NotImplementedError
 
+    def prepare_data(self) -> None:
+        """Download the files if this data module downloads (``download=True``): Lightning
+        calls this on one process per machine before any process's :meth:`setup` reads them."""
+        if getattr(self, "download", False):
+            self.load_arrays()
+
     @property
     def sizes(self) -> dict[str, int]:
         """Number of examples per split (empty before :meth:`setup`)."""

@@ -1,12 +1,13 @@
 """Choice primitives: labelled values, layer choices, elastic width / kernel / depth."""
 
-from .choice import MappedChoice, Sample, Space, ValueChoice, sample_key
+from .choice import ComputedChoice, MappedChoice, Sample, Space, ValueChoice, sample_key
 from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
 from .mixing import mixed, set_mixing
 from .modules import ChoiceModule, ElasticDepth, LayerChoice
 
 __all__ = [
     "ChoiceModule",
+    "ComputedChoice",
     "ElasticBatchNorm2d",
     "ElasticConv2d",
     "ElasticDepth",

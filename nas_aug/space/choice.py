@@ -7,6 +7,7 @@ checkpoints, exports and logs.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import random
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -88,14 +89,49 @@ class MappedChoice:
         return f"MappedChoice({self.source!r})"
 
 
+class ComputedChoice:
+    """A value computed from several choices (e.g. channels from a width multiplier and an
+    expand ratio); its candidates are the distinct values over every combination.
+
+    >>> mult, expand = ValueChoice("mult", [0.5, 1.0]), ValueChoice("expand", [3, 6])
+    >>> hidden = ComputedChoice([mult, expand], lambda m, e: int(16 * m * e))
+    >>> hidden.labels, hidden.candidates, hidden.resolve({"mult": 0.5, "expand": 6})
+    (('mult', 'expand'), (24, 48, 96), 48)
+    """
+
+    def __init__(self, sources: Sequence[ValueChoice], fn: Callable[..., Any]):
+        self.sources = tuple(sources)
+        self.fn = fn
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(source.label for source in self.sources)
+
+    @property
+    def candidates(self) -> tuple:
+        combos = itertools.product(*(source.candidates for source in self.sources))
+        return tuple(sorted({self.fn(*combo) for combo in combos}))
+
+    def resolve(self, sample: Mapping[str, Any]) -> Any:
+        return self.fn(*(source.resolve(sample) for source in self.sources))
+
+    def __repr__(self) -> str:
+        return f"ComputedChoice({list(self.sources)!r})"
+
+
+def is_choice(value: Any) -> bool:
+    """Whether ``value`` is a choice (its value depends on a sample)."""
+    return isinstance(value, (ValueChoice, MappedChoice, ComputedChoice))
+
+
 def resolve(value: Any, sample: Mapping[str, Any]) -> Any:
     """``value`` under ``sample`` if it is a choice, else ``value`` itself."""
-    return value.resolve(sample) if isinstance(value, (ValueChoice, MappedChoice)) else value
+    return value.resolve(sample) if is_choice(value) else value
 
 
 def largest_value(value: Any) -> Any:
     """The largest candidate of a numeric choice, or ``value`` itself if it is fixed."""
-    return max(value.candidates) if isinstance(value, (ValueChoice, MappedChoice)) else value
+    return max(value.candidates) if is_choice(value) else value
 
 
 class Space:
@@ -131,9 +167,14 @@ class Space:
                            f"labels are {list(self._choices)}")
         return self._choices[label].candidates
 
-    def __len__(self) -> int:
-        """Number of distinct samples (labels are independent, so a product)."""
+    @property
+    def size(self) -> int:
+        """Number of distinct samples (labels are independent, so a product); may exceed what
+        ``len()`` can return (NNI's MobileNetV3 space has about 10**40)."""
         return math.prod(len(c.candidates) for c in self._choices.values())
+
+    def __len__(self) -> int:
+        return self.size
 
     def __contains__(self, label: object) -> bool:
         return label in self._choices

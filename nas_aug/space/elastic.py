@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choice import MappedChoice, ValueChoice, largest_value, resolve
+from .choice import ComputedChoice, MappedChoice, ValueChoice, largest_value, resolve
 from .modules import ChoiceModule, _require_shape
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ def _sources(*values: Any) -> list[ValueChoice]:
     for value in values:
         if isinstance(value, MappedChoice):
             out.append(value.source)
+        elif isinstance(value, ComputedChoice):
+            out.extend(value.sources)
         elif isinstance(value, ValueChoice):
             out.append(value)
     return out
@@ -51,6 +53,14 @@ def _centre(weight: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _mix_of(choice: Any, mixing: dict[str, Mix]) -> Mix | None:
+    if isinstance(choice, ComputedChoice):
+        mixed = [label for label in choice.labels if label in mixing]
+        if mixed:
+            from .mixing import UnmixableError
+
+            raise UnmixableError(mixed[0], f"a width is computed from several labels "
+                                           f"{list(choice.labels)}")
+        return None
     return mixing.get(choice.label) if isinstance(choice, (ValueChoice, MappedChoice)) else None
 
 
@@ -89,7 +99,7 @@ class ElasticConv2d(nn.Conv2d, ChoiceModule):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | ValueChoice,
                  stride: int = 1, depthwise: bool = False, bias: bool = False,
-                 out_channels_choice: ValueChoice | MappedChoice | None = None):
+                 out_channels_choice: ValueChoice | MappedChoice | ComputedChoice | None = None):
         max_kernel = largest_value(kernel_size)
         for k in getattr(kernel_size, "candidates", (kernel_size,)):
             if k % 2 == 0:
@@ -171,7 +181,7 @@ class ElasticLinear(nn.Linear, ChoiceModule):
     input_width: InputWidth | None = None  # set by set_mixing's probe
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 out_features_choice: ValueChoice | MappedChoice | None = None):
+                 out_features_choice: ValueChoice | MappedChoice | ComputedChoice | None = None):
         if out_features_choice is not None and largest_value(out_features_choice) > out_features:
             raise ValueError(f"out_features_choice {out_features_choice!r} exceeds "
                              f"out_features={out_features}")

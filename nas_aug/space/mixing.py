@@ -158,7 +158,7 @@ def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
         for _, module in modules:
             module.mixing = None
         return
-    weights = check_weights(space or space_of(supernet), weights)
+    weights = check_weights(space_of(supernet) if space is None else space, weights)
     mixes = _mixes(weights, support or {})
     plan = supernet.__dict__.get("_mixing_plan")
     if plan is None:

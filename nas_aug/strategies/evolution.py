@@ -160,8 +160,8 @@ class EvolutionSearch:
         if self._generation < 0:
             children = self._breed(self.population_size, lambda: self.space.random(self._rng), seen)
             if len(children) < self.population_size:
-                reason = (f"the space has only {len(self.space)} samples"
-                          if len(self.space) < self.population_size
+                reason = (f"the space has only {self.space.size} samples"
+                          if self.space.size < self.population_size
                           else "the constraint is likely too tight")
                 raise ValueError(f"found only {len(children)} of population_size="
                                  f"{self.population_size} distinct feasible samples (max_tries="

@@ -25,7 +25,7 @@ def space_of(model: nn.Module) -> Space:
 
 def activate(model: nn.Module, sample: Mapping[str, Any], space: Space | None = None) -> Sample:
     """Make ``sample`` the active path of ``model``; returns the validated sample."""
-    sample = (space or space_of(model)).validate(sample)
+    sample = (space_of(model) if space is None else space).validate(sample)
     for _, module in choice_modules(model):
         module.activate(sample)
     return sample
@@ -43,7 +43,7 @@ def canonical_sample(model: nn.Module, sample: Mapping[str, Any],
     >>> canonical_sample(stage, {"depth": 1, "b0.width": 4, "b1.width": 4})
     {'depth': 1, 'b0.width': 4, 'b1.width': 2}
     """
-    space = space or space_of(model)
+    space = space_of(model) if space is None else space
     sample = space.validate(sample)
     used: set[str] = set()
 

@@ -1,34 +1,18 @@
 """CIFAR-10 on a fake ``cifar-10-batches-bin`` folder written in the binary release's layout
 (one label byte, then the 3x32x32 image, per record)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from helpers import image_rows, split_tensors
+from helpers import image_rows, split_tensors, write_cifar_root
 from torch.nn import functional as F
 
 from nas_aug.data import CIFAR10DataModule, EpochSeededSampler
 from nas_aug.data.cifar10 import RECORD, read_cifar_batch
 
 SPLITS = ("train", "heldout", "test")
-
-
-def write_cifar_root(root, per_batch=40, n_test=30, seed=0):
-    """Five training batches and a test batch of random (hence distinct) images, balanced
-    labels; returns the images as NCHW uint8 arrays and the labels."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-bin"
-    folder.mkdir(parents=True)
-
-    def batch(name, n):
-        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)  # rows are CHW
-        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
-        np.concatenate([labels[:, None], data], axis=1).tofile(folder / name)
-        return data.reshape(n, 3, 32, 32), labels.astype(np.int64)
-
-    train = [batch(f"data_batch_{i}.bin", per_batch) for i in range(1, 6)]
-    test = batch("test_batch.bin", n_test)
-    return {"train": tuple(np.concatenate(parts) for parts in zip(*train)), "test": test}
 
 
 @pytest.fixture
@@ -93,6 +77,27 @@ def test_missing_data_says_how_to_get_it(tmp_path):
     message = str(info.value)
     assert "download=True" in message and "cifar-10-batches-bin" in message
     assert "data_batch_1.bin" in message and str(tmp_path) in message
+
+
+def test_only_prepare_data_downloads(tmp_path, monkeypatch):
+    """Lightning calls prepare_data on one process per machine: the download happens there,
+    and setup (on every process) finds the files."""
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake_download(url, root):
+        calls.append(url)
+        write_cifar_root(Path(root))
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    dm = CIFAR10DataModule(tmp_path, download=True)
+    dm.prepare_data()
+    assert len(calls) == 1 and (tmp_path / "cifar-10-batches-bin" / "test_batch.bin").exists()
+    dm.setup()
+    assert len(calls) == 1 and dm.sizes["train"] > 0
+    CIFAR10DataModule(tmp_path).prepare_data()  # no download asked: nothing to do
+    assert len(calls) == 1
 
 
 def test_truncated_or_mislabelled_batches_are_reported(tmp_path):
