@@ -7,6 +7,7 @@ README = Path(__file__).parents[1] / "README.md"
 SHRINK = {  # README text -> the same call with fewer steps
     "max_epochs=3": "max_epochs=1, limit_train_batches=2, enable_progress_bar=False",
     "max_epochs=2": "max_epochs=1, limit_train_batches=2, enable_progress_bar=False",
+    "max_epochs=5": "max_epochs=1, limit_train_batches=2, enable_progress_bar=False",
     "overwrite=True)": "overwrite=True, population_size=4, generations=2, progress=False)",
 }
 
@@ -21,6 +22,8 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, str(README), "exec"), namespace)
     assert (tmp_path / "out" / "architecture.json").exists()
     assert namespace["arch"].macs <= 600_000
+    assert (tmp_path / "out_nni" / "nni_samples.json").exists()
+    assert type(namespace["subnet"]).__name__ == "NNINet"  # NNI's own frozen network
     assert "['mobilenet_tiny']" in capsys.readouterr().out
     assert namespace["images"].shape == (8, 3, 32, 32)
     assert namespace["policy"].name == "dada" and namespace["unsupported"] == ["equalize"]

@@ -1,10 +1,11 @@
 """Exact per-sample costs from a per-choice table, built once per supernet.
 
 Counting a whole sub-network (fvcore traces it) takes too long to do for every candidate of a
-search. The table splits the supernet into *units*: modules whose input shape is the same under
-every sample and whose cost depends on a few labels of their own. Each unit is extracted and
-counted once per combination of its labels; a sample's cost is then a sum of look-ups, gated by
-the elastic depths and layer choices that decide whether a unit runs at all. The same tables
+search. The table splits the supernet into *units*: modules whose cost depends on a few labels,
+their own and those that set their input shape (the width of the layer before, in NNI-style
+spaces where every layer reads the previous one's width). Each unit is extracted and counted
+once per combination of its labels; a sample's cost is then a sum of look-ups, gated by the
+elastic depths and layer choices that decide whether a unit runs at all. The same tables
 give the exact expected cost when each label is drawn from a probability vector, as a
 differentiable function of the probabilities (a penalty for gradient-based search).
 """
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..space import ElasticDepth, LayerChoice, Space
+from ..space import ElasticDepth, LayerChoice, Space, sample_key
 from ..space.mixing import check_weights
 from ..supernet import activate, device_of, extract_subnet, record_input_shapes, space_of
 from ..validation import check_int
@@ -41,7 +42,8 @@ class Unit:
     labels: tuple[str, ...]
     gates: tuple[Gate, ...]
     costs: dict[tuple, Cost]
-    input_shape: tuple[int, ...] = ()
+    input_shapes: dict[tuple, tuple[int, ...]]  # per combination of ``labels``
+    own: tuple[str, ...] = ()  # the labels the module reads (the rest set its input shape)
     latency_ms: dict[tuple, float] | None = None  # per combination, once measured
 
     def runs(self, sample: Mapping[str, Any]) -> bool:
@@ -56,6 +58,32 @@ def _probe_samples(space: Space, extra: int, seed: int) -> list[dict]:
                for label in space.labels} for i in range(width)]
     rng = random.Random(seed)
     return probes + [space.random(rng) for _ in range(extra)]
+
+
+class _ShapesUnder:
+    """The input shape of every module of ``model`` under a sample (one forward per sample)."""
+
+    def __init__(self, model: nn.Module, space: Space, example: torch.Tensor):
+        self.model, self.space, self.example = model, space, example
+        self._cache: dict[str, dict[nn.Module, tuple[int, ...]]] = {}
+
+    def __call__(self, sample: Mapping[str, Any]) -> dict[nn.Module, tuple[int, ...]]:
+        key = sample_key(sample)
+        if key not in self._cache:
+            activate(self.model, sample, self.space)
+            self._cache[key] = record_input_shapes(self.model, self.example)
+        return self._cache[key]
+
+    def labels_setting(self, module: nn.Module, base: Mapping[str, Any]
+                       ) -> tuple[str, ...] | None:
+        """The labels whose value changes ``module``'s input shape, one label of ``base``
+        changed at a time (``None`` if ``module`` does not run under ``base``)."""
+        reference = self(base).get(module)
+        if reference is None:
+            return None
+        return tuple(label for label in self.space.labels if any(
+            self({**base, label: value}).get(module, reference) != reference
+            for value in self.space.candidates(label) if value != base[label]))
 
 
 class CostTable:
@@ -178,10 +206,20 @@ class CostTable:
             for module, shape in record_input_shapes(model, example).items():
                 shapes.setdefault(module, set()).add(shape)
 
-        plan: list[tuple[str, nn.Module, tuple[str, ...], tuple[Gate, ...]]] = []
+        under = _ShapesUnder(model, space, example)
+        plan: list[tuple[str, nn.Module, tuple[str, ...], tuple[str, ...], dict]] = []
+
+        def combinations(labels: tuple[str, ...]) -> int:
+            return math.prod(len(space.candidates(label)) for label in labels)
+
+        def base_of(gates: tuple[Gate, ...]) -> dict[str, Any]:
+            """The largest sample, with the layer choices that ``gates`` pass through."""
+            return {**space.largest(), **{label: v for label, op, v in gates if op == "=="}}
 
         def visit(name: str, module: nn.Module, gates: tuple[Gate, ...]) -> None:
-            seen = shapes.get(module)
+            seen = shapes.get(module, set())
+            if gates and module in under(base_of(gates)):  # a gated module: run it at least once
+                seen = seen | {under(base_of(gates))[module]}
             if not seen:  # a container that is never called itself (an nn.ModuleList its
                 # parent loops over) may hold modules that run; else it costs nothing
                 for child_name, child in module.named_children():
@@ -194,37 +232,49 @@ class CostTable:
                           gates + ((module.choice.label, ">=", i + 1),))
             elif isinstance(module, LayerChoice):
                 for key in module.choice.candidates:
-                    visit(f"{name}.{key}", module.candidate(key),
+                    visit(f"{name}.candidates.{key}", module.candidate(key),
                           gates + ((module.choice.label, "==", key),))
-            elif len(seen) == 1 and math.prod(
-                    len(space.candidates(label)) for label in labels) <= max_combinations:
-                plan.append((name, module, labels, gates))
+            elif len(seen) == 1 and combinations(labels) <= max_combinations:
+                plan.append((name, module, labels, gates, {"shape": next(iter(seen))}))
             elif next(module.children(), None) is not None:
                 for child_name, child in module.named_children():
                     visit(f"{name}.{child_name}" if name else child_name, child, gates)
             elif not labels and all(counter(module, torch.zeros(s, device=example.device)) == 0
                                     for s in seen):
                 return  # a free leaf (an activation, say) between elastic layers
-            else:
-                raise RuntimeError(
-                    f"cannot tabulate the cost of {name or 'the model'} "
-                    f"({type(module).__name__}): its input shape varies with choices outside "
-                    f"it ({sorted(seen)}) or it has too many label combinations")
+            else:  # a layer whose input shape is set by labels outside it
+                base = base_of(gates)
+                outside = under.labels_setting(module, base)
+                outside = None if outside is None else tuple(x for x in outside if x not in labels)
+                if outside is None or combinations(labels + outside) > max_combinations:
+                    raise RuntimeError(
+                        f"cannot tabulate the cost of {name or 'the model'} "
+                        f"({type(module).__name__}): its input shape varies ({sorted(seen)}) "
+                        f"with labels {outside} and its own {list(labels)}: more than "
+                        f"max_combinations={max_combinations} combinations")
+                plan.append((name, module, labels, gates, {"outside": outside, "base": base}))
 
         visit("", model, ())
-        total = sum(math.prod(len(space.candidates(label)) for label in labels)
-                    for _, _, labels, _ in plan)
+        total = sum(combinations(labels + extra.get("outside", ()))
+                    for _, _, labels, _, extra in plan)
         units = []
         with tqdm(total=total, desc="cost table", disable=not progress, leave=False) as bar:
-            for name, module, labels, gates in plan:
-                (shape,) = shapes[module]
-                unit_input = torch.zeros(shape, device=example.device)
-                costs = {}
+            for name, module, own, gates, extra in plan:
+                outside = extra.get("outside", ())
+                labels = own + outside
+                costs, input_shapes = {}, {}
                 for values in itertools.product(*(space.candidates(label) for label in labels)):
-                    unit = extract_subnet(module, dict(zip(labels, values)), unit_input)
+                    combo = dict(zip(labels, values))
+                    if outside:
+                        shape = under({**extra["base"], **{k: combo[k] for k in outside}})[module]
+                    else:
+                        shape = extra["shape"]
+                    unit_input = torch.zeros(shape, device=example.device)
+                    unit = extract_subnet(module, {k: combo[k] for k in own}, unit_input)
                     costs[values] = Cost(counter(unit, unit_input), count_params(unit))
+                    input_shapes[values] = tuple(shape)
                     bar.update()
-                units.append(Unit(name, labels, gates, costs, tuple(shape)))
+                units.append(Unit(name, labels, gates, costs, input_shapes, own))
         table = cls(space, units, input_shape, counter.name)
         if check:  # the probes' extremes, and random samples that mix candidates differently
             rng = random.Random(1)
@@ -260,10 +310,11 @@ class CostTable:
         with tqdm(total=total, desc="latency table", disable=not progress, leave=False) as bar:
             for unit in self.units:
                 module = model.get_submodule(unit.name)
-                x = torch.zeros(batch_size, *unit.input_shape[1:], device=device)
                 unit.latency_ms = {}
                 for values in unit.costs:
-                    subnet = extract_subnet(module, dict(zip(unit.labels, values)), x)
+                    x = torch.zeros(batch_size, *unit.input_shapes[values][1:], device=device)
+                    own = {k: v for k, v in zip(unit.labels, values) if k in unit.own}
+                    subnet = extract_subnet(module, own, x)
                     unit.latency_ms[values] = float(measure(subnet.to(device), x))
                     bar.update()
         self.latency_device = str(device)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .choice import Space, closest_match
-from .elastic import ElasticConv2d, ElasticLinear, InputWidth
+from .choice import Space, closest_match, sample_key
+from .elastic import ElasticConv2d, ElasticLinear, InputWidth, _sources
 from .modules import ChoiceModule
 
 __all__ = ["Mix", "UnmixableError", "check_weights", "mixed", "set_mixing"]
@@ -265,14 +265,27 @@ def _probe(supernet: nn.Module, example_input: Tensor | None) -> _Plan:
                 for m, shape in record_input_shapes(net, x).items() if m in readers}
 
     largest = space.largest()
-    at_largest = input_sizes(largest)
-    sizes = {label: {value: at_largest if value == largest[label] else
-                     input_sizes({**largest, label: value}) for value in space.candidates(label)}
-             for label in space.labels}
+    cache: dict[str, dict[str, int]] = {}
+
+    def sizes_under(sample: Mapping) -> dict[str, int]:
+        key = sample_key(sample)
+        if key not in cache:
+            cache[key] = input_sizes(sample)
+        return cache[key]
+
+    # widths are set by the elastic layers' output choices (a layer choice that changed a
+    # width would change its output's shape, which the checks below refuse)
+    width_labels = [label for label in space.labels if any(
+        label in {c.label for c in _sources(m.out_choice)} for _, m in modules
+        if isinstance(m, (ElasticConv2d, ElasticLinear)))]
     input_widths: dict[str, InputWidth] = {}
     for name in readers.values():
-        seen = {label: {v: s[name] for v, s in by_value.items() if name in s}
-                for label, by_value in sizes.items()}
+        # a reader inside a layer choice's candidate runs only when that candidate is chosen
+        base = {**largest, **_choices_on_path(net, name)}
+        labels = space.labels if base == largest else width_labels
+        seen = {label: {v: s[name] for v in space.candidates(label)
+                        if name in (s := sizes_under({**base, label: v}))}
+                for label in labels}
         labels = [label for label, widths in seen.items() if len(set(widths.values())) > 1]
         if len(labels) > 1:
             for label in labels:
@@ -300,6 +313,19 @@ def _probe(supernet: nn.Module, example_input: Tensor | None) -> _Plan:
 
     unmixable.update(_blame([label for label in space.labels if label not in unmixable], check))
     return _Plan(input_widths, unmixable)
+
+
+def _choices_on_path(net: nn.Module, name: str) -> dict[str, object]:
+    """The layer-choice values under which the module called ``name`` can run."""
+    from .modules import LayerChoice
+
+    parts, values, module = name.split(".") if name else [], {}, net
+    for i, part in enumerate(parts):
+        if isinstance(module, LayerChoice) and part == "candidates" and i + 1 < len(parts):
+            values[module.choice.label] = next(c for c in module.choice.candidates
+                                               if str(c) == parts[i + 1])
+        module = getattr(module, part)
+    return values
 
 
 def _check(net: nn.Module, x: Tensor, space: Space, labels: list[str], samples: list[dict],

@@ -17,7 +17,14 @@ from nas_aug.constraints import (
     get_counter,
 )
 from nas_aug.search_spaces import create_space
-from nas_aug.space import ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice, ValueChoice
+from nas_aug.space import (
+    ElasticBatchNorm2d,
+    ElasticConv2d,
+    ElasticDepth,
+    ElasticLinear,
+    LayerChoice,
+    ValueChoice,
+)
 from nas_aug.supernet import extract_subnet, space_of
 
 # Budget ---------------------------------------------------------------------------------------
@@ -233,7 +240,7 @@ def test_table_gates_units_by_depth_and_layer_choice():
     table = CostTable.build(net, (1, 6, 6), max_combinations=2)
     gates = {unit.name: unit.gates for unit in table.units}
     assert gates["1.blocks.2"] == (("depth", ">=", 3),)
-    assert gates["2.conv"] == (("op", "==", "conv"),)
+    assert gates["2.candidates.conv"] == (("op", "==", "conv"),)
     space = table.space
     assert len(space) == 12
     for depth in (1, 2, 3):
@@ -277,3 +284,46 @@ def test_cost_table_reaches_modules_inside_a_looped_module_list():
                    {"cell0": "skip", "cell1": "conv3", "cell2": "skip", "cell3": "conv5"}]:
         subnet = extract_subnet(net, sample, torch.zeros(1, 1, 8, 8))
         assert table(sample).macs == FvcoreCounter()(subnet, torch.zeros(1, 1, 8, 8))
+
+
+class WidthChain(nn.Module):
+    """Each layer reads the width the one before chose, as NNI spaces are written: 4**3 * 2 =
+    128 samples, too many for one unit, and no layer after the first sees one input shape."""
+
+    def __init__(self):
+        super().__init__()
+        widths = [ValueChoice(f"w{i}", [2, 4, 6, 8]) for i in range(3)]
+        self.convs = nn.Sequential(
+            ElasticConv2d(1, 8, 3, out_channels_choice=widths[0]),
+            ElasticBatchNorm2d(8),
+            ElasticConv2d(8, 8, ValueChoice("k", [1, 3]), out_channels_choice=widths[1]),
+            ElasticConv2d(8, 8, 1, out_channels_choice=widths[2]))
+        self.head = ElasticLinear(8, 10)
+
+    def forward(self, x):
+        return self.head(self.convs(x).mean((2, 3)))
+
+
+def test_a_unit_whose_input_width_is_chosen_before_it_is_keyed_by_that_label_too():
+    net = WidthChain()
+    table = CostTable.build(net, (1, 6, 6))
+    assert {unit.name: unit.labels for unit in table.units} == {
+        "convs.0": ("w0",), "convs.1": ("w0",), "convs.2": ("k", "w1", "w0"),
+        "convs.3": ("w2", "w1"), "head": ("w2",)}
+    space = table.space
+    for sample in [space.random(random.Random(i)) for i in range(24)]:
+        assert table(sample) == full_count(net, sample, (1, 6, 6)), sample
+
+
+def test_a_layer_choice_inside_an_elastic_depth_is_counted_under_every_candidate():
+    """The probe samples take every candidate of each label in step, so the candidates other
+    than the last run only when the depth also lets their block run."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ElasticDepth("depth", [
+        nn.Conv2d(4, 4, 1),
+        LayerChoice("op", {"a": nn.Conv2d(4, 4, 3, padding=1), "b": nn.Conv2d(4, 4, 5, padding=2),
+                           "c": nn.Conv2d(4, 4, 1), "d": nn.Identity()})]))
+    table = CostTable.build(net, (1, 6, 6), max_combinations=2)
+    for op in ("a", "b", "c", "d"):
+        for depth in (1, 2):
+            sample = {"depth": depth, "op": op}
+            assert table(sample) == full_count(net, sample, (1, 6, 6)), sample

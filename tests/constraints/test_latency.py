@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from helpers import SMALL_SPACES, LitClassifier, make_trainer
+from torch import nn
 
 from nas_aug import Budget, load_architecture
 from nas_aug.callbacks import OneShotNAS
@@ -14,6 +15,7 @@ from nas_aug.constraints import cost_table as cost_table_module
 from nas_aug.constraints.latency import forward_ms
 from nas_aug.data import DigitsDataModule
 from nas_aug.search_spaces import create_space
+from nas_aug.space import LayerChoice
 
 SPACE = SMALL_SPACES["mobilenet_tiny"]
 
@@ -52,6 +54,15 @@ def test_expected_latency_is_exact_and_differentiable(timed):
     assert latency.item() == pytest.approx(params.item() / 1000)
     latency.backward()
     assert any(v.grad.abs().sum() > 0 for v in logits.values())
+
+
+def test_layer_choice_candidates_are_timed_each():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), LayerChoice("op", [
+        nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Identity()]))
+    table = CostTable.build(net, (1, 6, 6), max_combinations=1)
+    table.measure_latency(net, measure=params_as_ms)
+    for op, params in ((0, 4 * 4 * 9 + 4), (1, 4 * 4 + 4), (2, 0)):
+        assert table({"op": op}).latency_ms == pytest.approx((40 + params) / 1000)
 
 
 def test_expected_latency_needs_a_measurement():

@@ -391,3 +391,24 @@ def test_labels_that_cannot_be_mixed_are_refused_with_the_reason(build, x, label
     others = [other for other in space.labels if other not in net._mixing_plan.unmixable]
     set_mixing(net, {other: torch.ones(len(space.candidates(other))) for other in others})
     net(x)
+
+
+def test_a_width_reader_inside_an_unchosen_layer_candidate_masks_its_input():
+    """The first candidate does not run under the largest sample, where widths are probed; it
+    is probed with itself chosen."""
+    width = ValueChoice("w", [2, 4])
+    net = nn.Sequential(
+        ElasticConv2d(1, 4, 3, out_channels_choice=width), nn.ReLU(),
+        LayerChoice("op", [ElasticConv2d(4, 4, 3, out_channels_choice=width), nn.Identity()]),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), ElasticLinear(4, 3))
+    x = torch.randn(2, 1, 6, 6)
+    space = space_of(net)
+    with torch.no_grad():
+        for w in (2, 4):
+            for op in (0, 1):
+                sample = {"w": w, "op": op}
+                expected = plain(net, sample, x)
+                set_mixing(net, {label: torch.ones(len(space.candidates(label))) * 0.5
+                                 for label in space.labels}, space, example_input=x)
+                set_mixing(net, one_hot(space, sample), space)
+                assert torch.allclose(net(x), expected, rtol=0, atol=1e-6), sample
