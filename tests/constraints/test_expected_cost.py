@@ -40,7 +40,7 @@ def gated():
     table = CostTable.build(gated_net(), (1, 5, 5), counter=TorchCounter(), max_combinations=4)
     units = {unit.name: (unit.labels, unit.gates) for unit in table.units}
     assert units["1.blocks.1"] == (("k", "width"), (("depth", ">=", 2),))
-    assert units["2.pw"] == (("w2",), (("op", "==", "pw"),))
+    assert units["2.candidates.pw"] == (("w2",), (("op", "==", "pw"),))
     return table
 
 
