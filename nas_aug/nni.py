@@ -100,7 +100,7 @@ def from_nni(model: nn.Module) -> nn.Module:
                             + "\n  ".join(problems) + "\nnas_aug converts LayerChoice, Repeat, "
                             "MutableConv2d, MutableLinear, MutableBatchNorm2d and fixed Mutable* "
                             "layers (see nas_aug.nni)")
-    roots = [m for m in _outermost(model, ModelSpace)] or [model]
+    roots = _outermost(model, ModelSpace) or [model]
     converted = _convert(model)
     for root in roots:
         root = converted if root is model else root
@@ -227,10 +227,6 @@ def _value(value: Any, what: str) -> Any:
 
 def _evaluate(expression: Mutable, labels: tuple[str, ...], *values: Any) -> Any:
     return expression.freeze(dict(zip(labels, values)))
-
-
-def _values(value: Any) -> tuple:
-    return tuple(value.candidates) if is_choice(value) else (value,)
 
 
 def _fixed(module: ParametrizedModule, names: tuple[str, ...]) -> None:
