@@ -19,10 +19,9 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from ..augment.apply import check_images
 from ..augment.export import POLICY_FILE, save_policy
 from ..augment.search import METHODS, OuterStep
-from ..export import atomic_write
-from ..space.choice import closest_match
+from ..io import atomic_write
 from ..strategies.bilevel import preserved_buffers
-from ..validation import check_positive
+from ..validation import check_positive, closest_match
 from ._outer_loop import (
     HeldOutStream,
     SkippedBatch,

@@ -23,15 +23,15 @@ from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, Cost, CostTable, get_counter
 from ..elastic_models import ElasticSpec, elasticize
 from ..export import check_export_dir, export_architecture
+from ..rng import restore_rng, rng_state
 from ..space import Sample, Space, ValueChoice, mixed, set_mixing
-from ..space.choice import closest_match
 from ..strategies.bilevel import preserved_buffers
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
-from ..strategies.evolution import EvolutionSearch, restore_rng, rng_state
+from ..strategies.evolution import EvolutionSearch
 from ..strategies.gradient import GRADIENT_METHODS, ArchitectureStep, GradientNAS, Mixture
 from ..strategies.sampling import SAMPLINGS
 from ..supernet import activate, canonical_sample, device_of, space_of
-from ..validation import check_int, check_positive
+from ..validation import check_int, check_positive, closest_match
 from ._outer_loop import (
     HeldOutStream,
     SkippedBatch,

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from .constraints import Cost
+from .io import atomic_write, read_tagged_json
 from .supernet import extract_subnet
 
 FORMAT = "nas_aug.architecture/1"
@@ -65,29 +65,6 @@ class Architecture:
         data["input_shape"] = list(self.input_shape)
         del data["directory"]
         return data
-
-
-def _umask_file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _umask_file_mode()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; give the usual umask mode
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_export_dir(directory: str | os.PathLike, overwrite: bool = False) -> None:
@@ -193,27 +170,6 @@ def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn
     if weights is not None:
         net.load_state_dict(timm_weights(load_file(str(path.parent / weights)), definition))
     return net
-
-
-def json_path(path: str | os.PathLike, filename: str) -> Path:
-    """``path`` itself if it names a ``.json`` file, else ``path / filename``."""
-    path = Path(path)
-    return path / filename if path.is_dir() or path.suffix != ".json" else path
-
-
-def read_tagged_json(path: str | os.PathLike, filename: str, fmt: str, what: str
-                     ) -> tuple[Path, dict[str, Any]]:
-    """The file and its data (without the ``format`` tag) of a JSON file nas_aug wrote as
-    ``fmt``; ``path`` is the file or the directory holding ``filename``."""
-    path = json_path(path, filename)
-    if not path.exists():
-        raise FileNotFoundError(f"no {what} at {str(path)!r}")
-    data = json.loads(path.read_text())
-    found = data.pop("format", None) if isinstance(data, dict) else type(data).__name__
-    if found != fmt:
-        raise ValueError(f"{path} is not a {fmt} file (format {found!r}); nas_aug writes it "
-                         f"with the key 'format': {fmt!r}")
-    return path, data
 
 
 def load_architecture(path: str | os.PathLike) -> Architecture:

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .export import TIMM_FILE, atomic_write, build_subnet, load_architecture, load_timm
-from .space.choice import closest_match
+from .export import TIMM_FILE, build_subnet, load_architecture, load_timm
+from .io import atomic_write
+from .validation import closest_match
 
 
 def _write_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -16,7 +16,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from .export import atomic_write
+from .io import atomic_write
 
 CANDIDATE_KEYS = ("score", "macs", "params", "seconds")
 FIGSIZE = (6.0, 4.0)  # inches

@@ -25,8 +25,9 @@ from .augment.export import load_policy
 from .classifier import ImageClassifier
 from .constraints import Budget
 from .data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule
-from .export import Architecture, atomic_write, build_subnet, check_export_dir, load_architecture
-from .space.choice import closest_match
+from .export import Architecture, build_subnet, check_export_dir, load_architecture
+from .io import atomic_write
+from .validation import closest_match
 
 DATASETS = {"digits": DigitsDataModule, "fashion_mnist": FashionMNISTDataModule,
             "cifar10": CIFAR10DataModule}

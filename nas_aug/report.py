@@ -14,7 +14,7 @@ PROGRESS_FILE = "progress.png"
 
 def write_report(directory: Path, arch, candidates: Sequence[Mapping[str, Any]]) -> Path:
     """Write ``report.md`` (and, given candidates, its plots) for ``arch`` into ``directory``."""
-    from .export import atomic_write
+    from .io import atomic_write
     from .plots import plot_pareto, plot_progress
 
     plots = []

@@ -8,8 +8,10 @@ ValueError: population_size must be an integer >= 2, got 1
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -45,3 +47,13 @@ def check_fraction(name: str, value: Any, *, allow_one: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not (0 < value < 1 or (allow_one and value == 1)):
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+
+
+def closest_match(name: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the valid name closest to ``name``, else ``""``.
+
+    >>> closest_match("darst", ["darts", "gdas"])
+    " (did you mean 'darts'?)"
+    """
+    match = difflib.get_close_matches(name, list(valid), n=1) if isinstance(name, str) else []
+    return f" (did you mean {match[0]!r}?)" if match else ""

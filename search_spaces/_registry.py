@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..space.choice import closest_match
+from ..validation import closest_match
 
 _SPACES: dict[str, Callable[..., nn.Module]] = {}
 

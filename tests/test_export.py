@@ -14,10 +14,10 @@ from nas_aug.export import (
     CANDIDATES_FILE,
     FORMAT,
     WEIGHTS_FILE,
-    atomic_write,
     check_export_dir,
     export_architecture,
 )
+from nas_aug.io import atomic_write
 from nas_aug.report import PARETO_FILE, PROGRESS_FILE, REPORT_FILE
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import activate, choice_modules, space_of

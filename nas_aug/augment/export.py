@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..export import atomic_write, json_path, read_tagged_json
+from ..io import atomic_write, json_path, read_tagged_json
 from .kornia_export import to_kornia
 from .policy import Policy
 

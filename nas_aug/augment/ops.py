@@ -52,7 +52,7 @@ from kornia import enhance
 from kornia.geometry import transform
 from torch import Tensor
 
-from ..space.choice import closest_match
+from ..validation import closest_match
 
 __all__ = ["AUTOAUGMENT_OPS", "OPS", "OP_NAMES", "RANDAUGMENT_OPS", "Op", "get_op", "suggest"]
 

@@ -6,19 +6,15 @@ checkpoints, exports and logs.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import random
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ..validation import closest_match
+
 Sample = dict[str, Any]
-
-
-def closest_match(name: str, valid: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class ValueChoice:

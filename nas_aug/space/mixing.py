@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .choice import Space, closest_match, sample_key
+from ..validation import closest_match
+from .choice import Space, sample_key
 from .elastic import ElasticConv2d, ElasticLinear, InputWidth, _sources
 from .modules import ChoiceModule
 

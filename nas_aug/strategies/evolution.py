@@ -9,23 +9,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from nas_aug.space.choice import Sample, Space, sample_key
-from nas_aug.validation import check_int
+from ..rng import restore_rng, rng_state
+from ..space.choice import Sample, Space, sample_key
+from ..validation import check_int
 
 _STATE_VERSION = 1
-
-
-def rng_state(rng: random.Random) -> list:
-    """The state of ``rng`` as JSON data (``random.Random.getstate`` holds tuples)."""
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def restore_rng(state: list) -> random.Random:
-    """A ``random.Random`` in the state :func:`rng_state` returned."""
-    rng = random.Random()
-    rng.setstate((state[0], tuple(state[1]), state[2]))
-    return rng
 
 
 class EvolutionSearch:
