@@ -9,13 +9,13 @@ import torch
 from helpers import LitClassifier, calibrate, make_trainer, split_tensors
 from lightning.pytorch import Callback
 from timm.models import EfficientNet
-from timm.models._efficientnet_builder import decode_arch_def
 from torch import nn
 
 from nas_aug import ElasticSpec, elasticize
 from nas_aug.callbacks import OneShotNAS
 from nas_aug.constraints import CostTable
 from nas_aug.data import DigitsDataModule
+from nas_aug.elastic_models._timm import decode_arch_def
 from nas_aug.elastic_models.layers import width_choice
 from nas_aug.space import ElasticConv2d, mixed
 from nas_aug.strategies.evaluation import recalibrate_batch_norm, top1_accuracy
@@ -179,8 +179,8 @@ def test_one_shot_nas_fit_on_an_elasticized_timm_model(tmp_path):
     make_trainer([nas], limit_train_batches=2).fit(
         module, datamodule=DigitsDataModule(batch_size=32, img_size=32))
     space = space_of(module)
-    assert space.validate(nas.result["sample"]) == nas.result["sample"]
-    assert nas.result["macs"] <= nas.cost_table(space.largest()).macs
+    assert space.validate(nas.result.sample) == nas.result.sample
+    assert nas.result.chosen.macs <= nas.cost_table(space.largest()).macs
     assert (tmp_path / "out" / "subnet.safetensors").exists()
 
 
@@ -198,7 +198,7 @@ def test_one_shot_nas_elasticizes_the_model_in_setup_as_a_warm_start():
     # the user's optimizer was built after the conversion: it holds the elastic layers' weights
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimized == {id(p) for p in module.parameters()}
-    assert nas.cost_table is not None and nas.result["sample"].keys() == set(labels)
+    assert nas.cost_table is not None and nas.result.sample.keys() == set(labels)
 
 
 def test_elastic_must_be_a_spec():
@@ -274,7 +274,7 @@ def test_warm_started_search_reaches_the_originals_accuracy_in_fewer_steps():
         make_trainer([nas, probe], max_epochs=-1, max_steps=200, limit_train_batches=1.0,
                      limit_val_batches=0, num_sanity_val_steps=0).fit(
             LitClassifier(backbone), datamodule=dm)
-        steps[start], searched[start] = probe.reached_at, nas.result["score"]
+        steps[start], searched[start] = probe.reached_at, nas.result.score
         curves[start] = probe.curve
     # the cold fit must get there too (else the comparison says nothing): 35 steps here
     assert steps["cold"] is not None and steps["cold"] >= 10, (steps, original, curves)

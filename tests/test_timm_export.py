@@ -11,13 +11,13 @@ import timm
 import torch
 from helpers import SMALL_SPACES, LitClassifier, calibrate
 from timm.models import EfficientNet, MobileNetV3
-from timm.models._efficientnet_builder import decode_arch_def
 from torch import nn
 
 from nas_aug import ElasticSpec, build_subnet, elasticize, load_architecture
 from nas_aug.cli import main
 from nas_aug.constraints import Cost
 from nas_aug.elastic_models import build_timm, timm_definition
+from nas_aug.elastic_models._timm import decode_arch_def
 from nas_aug.elastic_models.timm_export import check_timm
 from nas_aug.export import TIMM_FILE, export_architecture
 from nas_aug.search_spaces import create_space

@@ -1,13 +1,10 @@
-"""What to make elastic (:class:`ElasticSpec`), what was made elastic (:class:`ElasticReport`),
-and the record a model family gives the walker (:class:`Family`)."""
+"""What to make elastic (:class:`ElasticSpec`), and what was made elastic
+(:class:`ElasticReport`)."""
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -92,24 +89,3 @@ class ElasticReport:
                                                         for name, why in self.skipped.items())
         return text
 
-
-# convert(name, block, spec) makes the block elastic in place and returns (labels, problems)
-Convert = Callable[[str, nn.Module, ElasticSpec], tuple[list[str], list[str]]]
-
-
-@dataclass(frozen=True)
-class BlockRule:
-    """How to make one block type elastic, and whether a block keeps its input's shape (so a
-    stage may skip it)."""
-
-    convert: Convert
-    keeps_shape: Callable[[nn.Module], bool]
-
-
-@dataclass(frozen=True)
-class Family:
-    """A model family: the block types it converts and those it knows but cannot convert."""
-
-    name: str
-    blocks: dict[type, BlockRule]
-    unsupported: dict[type, str] = field(default_factory=dict)

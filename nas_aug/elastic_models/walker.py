@@ -1,4 +1,5 @@
-"""``elasticize``: find the blocks of the known families in any model and make them elastic."""
+"""``elasticize``: find the blocks of the registered families in any model and make them
+elastic."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ from torch import nn
 
 from ..space import ElasticDepth
 from ..supernet import space_of
-from . import efficientnet, resnet
-from .spec import ElasticReport, ElasticSpec, Family
-
-FAMILIES: tuple[Family, ...] = (efficientnet.FAMILY, resnet.FAMILY)
+from .family import families
+from .spec import ElasticReport, ElasticSpec
 
 
 def _looked_for() -> str:
     return "; ".join(f"{family.name}: {', '.join(t.__name__ for t in family.blocks)}"
-                     for family in FAMILIES)
+                     for family in families())
 
 
 def _label(name: str, what: str) -> str:
@@ -24,9 +23,9 @@ def _label(name: str, what: str) -> str:
 
 
 def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticReport:
-    """Turn ``model`` into a weight-sharing supernet in place: the blocks of timm's
-    MobileNetV3 / EfficientNet and ResNet families (anywhere inside ``model``, e.g. a
-    LightningModule holding one) get elastic widths and kernels, and their stages elastic
+    """Turn ``model`` into a weight-sharing supernet in place: the blocks of the registered
+    families (timm's MobileNetV3 / EfficientNet and ResNet), anywhere inside ``model`` (e.g. a
+    LightningModule holding one), get elastic widths and kernels, and their stages elastic
     depths, as ``spec`` asks (:class:`ElasticSpec`). Every elastic layer keeps the original
     weights, and the largest sample (the default active one) is exactly the original model.
 
@@ -53,8 +52,8 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
     if existing:
         raise ValueError(f"{type(model).__name__} already holds choice modules (labels "
                          f"{list(existing)[:4]}...): elasticize a plain model, once")
-    rules = {t: rule for family in FAMILIES for t, rule in family.blocks.items()}
-    unsupported = {t: why for family in FAMILIES for t, why in family.unsupported.items()}
+    rules = {t: rule for family in families() for t, rule in family.blocks.items()}
+    unsupported = {t: why for family in families() for t, why in family.unsupported.items()}
     report = ElasticReport(type(model).__name__)
     modules = list(model.named_modules())
     stages = [(name, module) for name, module in modules if type(module) is nn.Sequential
