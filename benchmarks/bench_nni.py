@@ -172,7 +172,7 @@ class Meter:
 
 
 def unpack(mixture: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """``GradientNAS``'s mixture as ``(weights, support)`` (a ``Mixture``, or a plain dict of
+    """A gradient strategy's mixture as ``(weights, support)`` (a ``Mixture``, or a plain dict of
     weights in versions before ``Mixture``)."""
     return (mixture.weights, mixture.support) if hasattr(mixture, "weights") else (mixture, None)
 
@@ -187,10 +187,11 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
     import lightning.pytorch as pl
 
     import nas_aug
+    from nas_aug.bilevel import preserved_buffers
     from nas_aug.callbacks import OneShotNAS
     from nas_aug.space import LayerChoice, mixed, set_mixing
-    from nas_aug.strategies.bilevel import preserved_buffers
-    from nas_aug.strategies.gradient import ArchitectureStep, GradientNAS
+    from nas_aug.strategies import DARTS, SearchContext
+    from nas_aug.strategies.gradient import ArchitectureStep
     from nas_aug.supernet import activate, space_of
 
     info = {"versions": f"nas_aug {nas_aug.__version__}, lightning {lightning.__version__}",
@@ -207,7 +208,9 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
         opt = sgd(net.parameters())
         rng = random.Random(seed)
         if strategy == "darts":
-            nas = GradientNAS(space, "darts", seed=seed)
+            nas = DARTS()
+            nas.seed(seed)
+            nas.setup(SearchContext(net, space))
             set_mixing(net, unpack(nas.train_mixing())[0], space,
                        example_input=train[0][:2])  # the probe, once, as OneShotNAS.setup
             weights = [p for p in net.parameters() if p.requires_grad]
@@ -220,7 +223,7 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
         for i in range(warmup + repeats):
             x, y = train_batches[i % len(train_batches)]
             xv, yv = heldout_batches[i % len(heldout_batches)]
-            if strategy == "darts":  # as OneShotNAS._architecture_step, without Lightning
+            if strategy == "darts":  # as OneShotNAS's outer step, without Lightning
                 def loss_on(mixture, data, step_seed=seed * 1_000_003 + i):
                     weights, support = unpack(mixture)
                     with mixed(net, weights, space, support=support), \
@@ -232,7 +235,7 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
                                         train_loss=lambda m, d=(x, y): loss_on(m, d),
                                         weights=weights, lr=WEIGHT_LR)
                 with preserved_buffers(net):
-                    nas.outer_step(step)
+                    nas.architecture_step(step)
                 if i == 0:
                     first_loss.append(nas.last_losses["heldout"])
                 weights, support = unpack(nas.train_mixing())
@@ -259,8 +262,8 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
 
         class Timer(pl.Callback):
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                if not first_loss and nas.gradient is not None:
-                    first_loss.append(nas.gradient.last_losses["heldout"])
+                if not first_loss and nas.strategy.has_outer_step:
+                    first_loss.append(nas.strategy.last_losses["heldout"])
                 meter.tick()
 
         train_loader, heldout_loader = loaders(train, heldout, warmup + repeats,
@@ -276,7 +279,7 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
                              enable_model_summary=False, num_sanity_val_steps=0,
                              limit_val_batches=0)
         trainer.fit(Lit(), train_dataloaders=train_loader)
-        arch_steps = nas.gradient.updates if nas.gradient is not None else None
+        arch_steps = nas.strategy.updates if nas.strategy.has_outer_step else None
     return {**info, **meter.result(), "arch_steps": arch_steps,
             "first_heldout_loss": first_loss[0] if first_loss else None}
 
@@ -535,7 +538,7 @@ def render(results: dict, args: argparse.Namespace, mode: str, total: float, oth
         "",
         "DARTS step = one first-order architecture step on a held-out batch + one weight step on "
         "a training batch. Random step = sample one path uniformly + one weight step. "
-        "**step** = the step in plain torch (ours: `GradientNAS.outer_step` under "
+        "**step** = the step in plain torch (ours: `DARTS.architecture_step` under "
         "`preserved_buffers` with the loss under `mixed(...)`, then `set_mixing` and the "
         "weight step, as `OneShotNAS._architecture_step` does; NNI: `DARTS().mutate_model` and "
         "the body of `DartsLightningModule.training_step` / `resample()` + weight step). "

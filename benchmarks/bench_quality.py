@@ -352,6 +352,6 @@ def quality_rows(name: str, out_dir: Path, done=lambda row: row
               f"images (one test image = {1 / sizes['test']:.4f} top-1), {mode.epochs} epochs "
               f"for the supernet and every retraining, evolution {mode.population}×"
               f"{mode.generations}; our search took {bench.search_seconds:.0f} s "
-              f"({bench.nas.result['cost']['train_seconds']:.0f} s supernet training, "
-              f"{bench.nas.result['cost']['search_seconds']:.0f} s evolution)")
+              f"({bench.nas.result.cost['train_seconds']:.0f} s supernet training, "
+              f"{bench.nas.result.cost['search_seconds']:.0f} s evolution)")
     return rows, details4 + [""] + details6 + [""] + details5, header

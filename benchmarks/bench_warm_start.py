@@ -245,10 +245,10 @@ def render(mode_name: str, mode: Mode, data: str, fraction: float, out: dict[str
             found = f"(the original: {out['A']:.3f})"
         else:
             result = out[start]["result"]
-            found = (f"{result['score']:.3f} at {result['macs'] / 1e6:.2f}M MACs "
+            found = (f"{result.score:.3f} at {result.chosen.macs / 1e6:.2f}M MACs "
                      f"(largest {out[start]['largest_macs'] / 1e6:.2f}M; "
-                     f"{len(result['candidates'])} candidates scored in "
-                     f"{result['cost']['search_seconds']:.0f} s)")
+                     f"{len(result.candidates)} candidates scored in "
+                     f"{result.cost['search_seconds']:.0f} s)")
         mean_end = sum(end.values()) / len(end)
         name = {"plain": "plain training of the original (no supernet), from scratch",
                 "cold": "supernet fit, **cold** (fresh initialisation)",

@@ -47,7 +47,7 @@ def main(out: Path) -> None:
         started = time.perf_counter()
         trainer.fit(model, datamodule=DigitsDataModule())
         seconds = time.perf_counter() - started
-        cost = nas.result["cost"]
+        cost = nas.result.cost
         assert cost["device"].startswith("cuda"), cost["device"]  # where training and search ran
         subnet = build_subnet(load_architecture(export)).eval()
         x = torch.rand(64, 1, 8, 8, device="cuda")
@@ -58,8 +58,8 @@ def main(out: Path) -> None:
         lines += [f"## sampling={sampling}",
                   f"- fit (10 epochs) + search + export: {seconds:.1f} s "
                   f"(train {cost['train_seconds']:.1f} s, search {cost['search_seconds']:.1f} s)",
-                  f"- winner: {nas.result['macs']:,} MACs, held-out top-1 "
-                  f"{nas.result['score']:.4f}, {len(nas.result['candidates'])} candidates",
+                  f"- winner: {nas.result.chosen.macs:,} MACs, held-out top-1 "
+                  f"{nas.result.score:.4f}, {len(nas.result.candidates)} candidates",
                   f"- ran on {cost['device']}; max |CPU subnet - CUDA supernet| = {diff:.2e} "
                   "(fp32, TF32 off)",
                   f"- energy: {cost['energy_kwh'] * 1000:.3f} Wh by {cost['method']}", ""]

@@ -102,10 +102,10 @@ def search_cost(mode: Mode, datamodule, export_dir: Path
     pipeline = time.perf_counter() - start
     arch = load_architecture(export_dir)
     _, standalone = train_standalone(arch, datamodule, mode.epochs)
-    train, search = nas.result["cost"]["train_seconds"], nas.result["cost"]["search_seconds"]
+    train, search = nas.result.cost["train_seconds"], nas.result.cost["search_seconds"]
     row = Row("1. Search cost", f"{pipeline / standalone:.2f}×",
               f"pipeline {pipeline:.1f} s (supernet training {train:.1f} s, search of "
-              f"{len(nas.result['candidates'])} candidates {search:.1f} s, cost table + export + "
+              f"{len(nas.result.candidates)} candidates {search:.1f} s, cost table + export + "
               f"set-up {pipeline - train - search:.1f} s) ÷ standalone training of the winner "
               f"({arch.macs:,} MACs) {standalone:.1f} s",
               f"`OneShotNAS` (uniform sampling, {BUDGET}, default evolution) inside a {mode.epochs}"

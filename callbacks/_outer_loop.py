@@ -1,27 +1,36 @@
-"""Lightning plumbing shared by the search callbacks: held-out data, and the user's own loss."""
+"""The outer-loop driver shared by the search callbacks (as Lightning's ``BaseFinetuning`` is
+a base that owns the hook flow): held-out data, the user's own loss, and one
+:class:`~nas_aug.bilevel.OuterStep` per training step.
+
+:class:`OuterLoop` checks that the fit has held-out data, opens one held-out stream per fit
+and source (the search callbacks of one fit share it: each training step fetches at most one
+held-out batch, whichever callback asks first), times the training, and builds each step's
+``OuterStep`` around the user's ``training_step``, run with seeded randomness, muted logging
+and the model's buffers restored afterwards. Subclasses decide what to do with the step.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 
+from ..bilevel import OuterStep, preserved_buffers
+from ._lightning import as_validation, val_source
 
-def val_source(trainer: Trainer):
-    # Lightning keeps the fit's validation source here (a datamodule, module or loaders).
-    return trainer.fit_loop.epoch_loop.val_loop._data_source
+# per fit (trainer): one held-out stream per source ("val" or the id of a given loader)
+_STREAMS: weakref.WeakKeyDictionary[Trainer, dict[Any, HeldOutStream]] = \
+    weakref.WeakKeyDictionary()
 
 
-def check_heldout_available(trainer: Trainer, heldout: Any, who: str) -> None:
-    """Fail in ``setup`` when the fit has no held-out data and none was given."""
-    if heldout is None and not val_source(trainer).is_defined():
-        raise ValueError(f"{who} scores its choices on held-out data but this fit has none: "
-                         "give the datamodule (or module) a val_dataloader, pass "
-                         f"val_dataloaders to fit, or pass {who}(heldout=loader)")
+class SkippedBatch(Exception):
+    """The user's ``training_step`` returned ``None`` for a batch: no outer step this time."""
 
 
 def heldout_loader(trainer: Trainer, heldout: Any, who: str) -> Any:
@@ -39,12 +48,8 @@ def heldout_loader(trainer: Trainer, heldout: Any, who: str) -> Any:
 def to_device_as_heldout(trainer: Trainer, batch: Any) -> Any:
     """Move a held-out batch to the fit's device through the module's transfer hooks, which
     see it as validation data (so training-only augmentation leaves it alone)."""
-    was_training = trainer.training
-    trainer.validating = True
-    try:
+    with as_validation(trainer):
         return trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
-    finally:
-        trainer.training = was_training
 
 
 class HeldOutStream:
@@ -54,7 +59,8 @@ class HeldOutStream:
     batch starting at its rank, so the ranks score different batches and their outer
     gradients, averaged, cover ``world_size`` batches. ``consumed`` counts the batches handed
     out; a stream restored with that count continues where the saved one stopped (for loaders
-    that iterate in a fixed order, as validation loaders do).
+    that iterate in a fixed order, as validation loaders do). :meth:`batch_at` hands out one
+    batch per training step, the same to every caller at that step.
     """
 
     def __init__(self, loader: Any, consumed: int = 0, rank: int = 0, world_size: int = 1):
@@ -62,6 +68,7 @@ class HeldOutStream:
         self.rank, self.world_size = rank, world_size
         self._iterator: Iterator[Any] | None = None
         self._position = 0  # index of the next batch the iterator yields
+        self._last: tuple[int, Any] | None = None  # (training step, its batch)
 
     def _advance(self) -> Any:
         if self._iterator is None:
@@ -89,6 +96,12 @@ class HeldOutStream:
         self.consumed += 1
         return to_device_as_heldout(trainer, batch)
 
+    def batch_at(self, step: int, trainer: Trainer) -> Any:
+        """The held-out batch of training step ``step``: fetched on the first call."""
+        if self._last is None or self._last[0] != step:
+            self._last = (step, self.next(trainer))
+        return self._last[1]
+
 
 @contextlib.contextmanager
 def muted_logging(pl_module: LightningModule) -> Iterator[None]:
@@ -114,17 +127,6 @@ def user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any,
     return output["loss"] if isinstance(output, dict) else output
 
 
-def mean_over_processes(trainer: Trainer) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Average a tensor over the fit's processes (the identity on one process)."""
-    if trainer.world_size == 1:
-        return lambda tensor: tensor
-    return lambda tensor: trainer.strategy.reduce(tensor, reduce_op="mean")
-
-
-class SkippedBatch(Exception):
-    """The user's ``training_step`` returned ``None`` for a batch: no outer step this time."""
-
-
 def seeded_user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                      seed: int) -> torch.Tensor:
     """:func:`user_loss` with the global RNG (dropout, ...) seeded by ``seed`` and restored
@@ -137,3 +139,95 @@ def seeded_user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any, b
     if loss is None:
         raise SkippedBatch
     return loss
+
+
+def mean_over_processes(trainer: Trainer) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Average a tensor over the fit's processes (the identity on one process)."""
+    if trainer.world_size == 1:
+        return lambda tensor: tensor
+    return lambda tensor: trainer.strategy.reduce(tensor, reduce_op="mean")
+
+
+class OuterLoop(Callback):
+    """Base of the callbacks that train outer variables on held-out data inside the user's fit.
+
+    Subclasses call :meth:`check_heldout` in ``setup``, call ``super()`` in the hooks they
+    override, and run :meth:`outer_step` from ``on_train_batch_start``; ``takes_outer_steps``
+    says whether they need the held-out stream at all. Their state includes
+    :meth:`outer_state`, restored by :meth:`load_outer_state`.
+    """
+
+    def __init__(self, heldout: Any = None, unroll_lr: float | None = None, seed: int = 0):
+        self.heldout, self.unroll_lr, self.seed = heldout, unroll_lr, seed
+        self.train_seconds = 0.0  # summed over resumed fits
+        self._stream: HeldOutStream | None = None
+        self._heldout_consumed = 0
+
+    @property
+    def takes_outer_steps(self) -> bool:
+        return True
+
+    def check_heldout(self, trainer: Trainer) -> None:
+        """Fail in ``setup`` when the fit has no held-out data and none was given."""
+        who = type(self).__name__
+        if self.heldout is None and not val_source(trainer).is_defined():
+            raise ValueError(f"{who} scores its choices on held-out data but this fit has "
+                             "none: give the datamodule (or module) a val_dataloader, pass "
+                             f"val_dataloaders to fit, or pass {who}(heldout=loader)")
+
+    def heldout_loader(self, trainer: Trainer) -> Any:
+        return heldout_loader(trainer, self.heldout, type(self).__name__)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.takes_outer_steps:
+            return
+        streams = _STREAMS.setdefault(trainer, {})
+        key = "val" if self.heldout is None else id(self.heldout)
+        if key not in streams:
+            streams[key] = HeldOutStream(self.heldout_loader(trainer),
+                                         consumed=self._heldout_consumed,
+                                         rank=trainer.global_rank,
+                                         world_size=trainer.world_size)
+        self._stream = streams[key]
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._train_started = time.perf_counter()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._train_started
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        _STREAMS.pop(trainer, None)  # the next fit of this trainer opens fresh streams
+
+    def outer_step(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                   batch_idx: int, images: torch.Tensor,
+                   take_step: Callable[[OuterStep], None],
+                   replace: Callable[[torch.Tensor], Any] | None = None) -> None:
+        """Run ``take_step`` on this training step's :class:`~nas_aug.bilevel.OuterStep`:
+        ``images`` are the batch's inputs, ``replace(images)`` gives the batch with other
+        inputs in their place. A batch the user's step skips skips the outer step."""
+        seed = self.seed * 1_000_003 + trainer.global_step
+        stream, step_index = self._stream, trainer.global_step
+
+        def heldout_loss() -> torch.Tensor:
+            return seeded_user_loss(trainer, pl_module, stream.batch_at(step_index, trainer),
+                                    batch_idx, seed)
+
+        def train_loss(new_images: torch.Tensor | None = None) -> torch.Tensor:
+            data = batch if new_images is None else replace(new_images)
+            return seeded_user_loss(trainer, pl_module, data, batch_idx, seed)
+
+        step = OuterStep(images, train_loss, heldout_loss,
+                         weights=[p for p in pl_module.parameters() if p.requires_grad],
+                         lr=self.unroll_lr or trainer.optimizers[0].param_groups[0]["lr"],
+                         step=trainer.global_step, reduce=mean_over_processes(trainer))
+        with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
+            take_step(step)
+
+    def outer_state(self) -> dict[str, Any]:
+        consumed = self._heldout_consumed if self._stream is None else self._stream.consumed
+        return {"heldout_consumed": consumed, "train_seconds": self.train_seconds}
+
+    def load_outer_state(self, state: dict[str, Any]) -> None:
+        self._heldout_consumed = state.get("heldout_consumed", 0)
+        self.train_seconds = state.get("train_seconds", 0.0)

@@ -26,11 +26,33 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["gradients", "preserved_buffers", "unrolled_hypergradient"]
+__all__ = ["OuterStep", "gradients", "preserved_buffers", "unrolled_hypergradient"]
+
+
+@dataclass(frozen=True)
+class OuterStep:
+    """What an outer variable (architecture, policy) gets from the fit at one training step.
+
+    ``images`` are the step's training inputs (before augmentation, for a policy search);
+    ``train_loss(images=None)`` is the user's loss on the step's training batch, with
+    ``images`` in place of its inputs if given (the same randomness on every call);
+    ``heldout_loss()`` the user's loss on the step's held-out batch; ``weights`` the model's
+    trainable weights; ``lr`` the learning rate of a virtual step; ``step`` the fit's global
+    step; ``reduce`` averages a tensor over the fit's processes (``None`` on one process).
+    """
+
+    images: Tensor
+    train_loss: Callable[..., Tensor]
+    heldout_loss: Callable[[], Tensor]
+    weights: Sequence[Tensor]
+    lr: float
+    step: int
+    reduce: Callable[[Tensor], Tensor] | None = None
 
 
 def gradients(loss: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:

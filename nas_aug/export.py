@@ -9,7 +9,6 @@ rebuilds the standalone sub-network with :func:`load_architecture` and :func:`bu
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -20,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .constraints import Cost
-from .io import atomic_write, read_tagged_json
+from .io import atomic_write, read_tagged_json, write_json
+from .result import SearchResult
 from .supernet import extract_subnet
 
 FORMAT = "nas_aug.architecture/1"
@@ -77,15 +76,10 @@ def check_export_dir(directory: str | os.PathLike, overwrite: bool = False) -> N
 
 
 def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
-                        sample: Mapping[str, Any], input_shape: tuple[int, ...], cost: Cost,
-                        score: float | None, budget: Mapping[str, Any] | None = None,
-                        top: list[dict[str, Any]] | None = None,
-                        candidates: list[dict[str, Any]] | None = None,
-                        search_cost: Mapping[str, Any] | None = None, strategy: str = "spos",
-                        probabilities: Mapping[str, Any] | None = None,
-                        note: str | None = None) -> Architecture:
-    """Extract ``sample`` from ``supernet`` and write the export files (atomically): the
-    architecture, its weights, every evaluated candidate, and the report with its plots."""
+                        result: SearchResult) -> Architecture:
+    """Extract ``result``'s chosen sample from ``supernet`` and write the export files
+    (atomically): the architecture, its weights, every scored candidate, and the report with
+    its plots."""
     from safetensors.torch import save_file
 
     from .report import write_report
@@ -93,25 +87,28 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weight = next(supernet.parameters(), None)
-    example = torch.zeros(1, *input_shape, dtype=torch.float32 if weight is None else weight.dtype)
-    subnet = extract_subnet(supernet, sample, example)
+    example = torch.zeros(1, *result.input_shape,
+                          dtype=torch.float32 if weight is None else weight.dtype)
+    subnet = extract_subnet(supernet, result.sample, example)
+    chosen = result.chosen
     arch = Architecture(
         space=getattr(supernet, "space_name", None),
         space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
-        sample=dict(sample), input_shape=tuple(input_shape), macs=cost.macs, params=cost.params,
-        latency_ms=cost.latency_ms, score=score, budget=dict(budget or {}), top=list(top or []),
-        search_cost=dict(search_cost or {}), strategy=strategy,
-        probabilities=dict(probabilities or {}), note=note, directory=directory)
+        sample=dict(result.sample), input_shape=tuple(result.input_shape), macs=chosen.macs,
+        params=chosen.params, latency_ms=chosen.latency_ms, score=chosen.score,
+        budget={} if result.budget is None else asdict(result.budget),
+        top=[c.to_json() for c in result.top], search_cost=dict(result.cost),
+        strategy=result.strategy, probabilities=dict(result.probabilities or {}),
+        note=result.note, directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    _write_timm(directory, subnet, input_shape)
-    _write_nni_samples(directory, supernet, [sample, *(entry["sample"] for entry in top or [])])
-    text = json.dumps(arch.to_json(), indent=2) + "\n"
-    atomic_write(directory / ARCHITECTURE_FILE, lambda p: p.write_text(text))
+    _write_timm(directory, subnet, result.input_shape)
+    _write_nni_samples(directory, supernet, [result.sample, *(c.sample for c in result.top)])
+    write_json(directory / ARCHITECTURE_FILE, arch.to_json())
+    candidates = [c.to_json() for c in result.candidates]
     if candidates:
-        text = json.dumps(candidates, indent=1) + "\n"
-        atomic_write(directory / CANDIDATES_FILE, lambda p: p.write_text(text))
-    write_report(directory, arch, candidates or [])
+        write_json(directory / CANDIDATES_FILE, candidates, indent=1)
+    write_report(directory, arch, candidates)
     return arch
 
 
@@ -137,8 +134,7 @@ def _write_timm(directory: Path, subnet: nn.Module, input_shape: tuple[int, ...]
         warnings.warn(f"no {TIMM_FILE} in {directory}: timm's build of the sub-network gives "
                       f"outputs {difference:.3g} away from it", stacklevel=3)
         return
-    text = json.dumps(definition, indent=2) + "\n"
-    atomic_write(path, lambda p: p.write_text(text))
+    write_json(path, definition)
 
 
 def _write_nni_samples(directory: Path, supernet: nn.Module, samples: list[Mapping]) -> None:
@@ -154,8 +150,7 @@ def _write_nni_samples(directory: Path, supernet: nn.Module, samples: list[Mappi
         nni_sample = {label: sample[label] for label in labels}
         if nni_sample not in distinct:
             distinct.append(nni_sample)
-    text = json.dumps(distinct, indent=1) + "\n"
-    atomic_write(path, lambda p: p.write_text(text))
+    write_json(path, distinct, indent=1)
 
 
 def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn.Module:

@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from .augment import Policy
-from .augment.export import load_policy
 from .classifier import ImageClassifier
 from .constraints import Budget
 from .data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule
-from .export import Architecture, build_subnet, check_export_dir, load_architecture
+from .export import Architecture, build_subnet, check_export_dir
 from .io import atomic_write
+from .result import Candidate
+from .strategies import Evolution, get_strategy
+from .supernet import extract_subnet
 from .validation import closest_match
 
 DATASETS = {"digits": DigitsDataModule, "fashion_mnist": FashionMNISTDataModule,
@@ -199,14 +202,21 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
 
     supernet = create_space(recipe.space.name, **recipe.space.kwargs)
     search = recipe.search
+    options = dict(search.options)
+    defaults = SupernetConfig()
+    for key in ("sampling", "sandwich_random"):  # a path sampling other than the default goes
+        value = getattr(recipe.supernet, key)  # to the strategy, which refuses it if it
+        if value != getattr(defaults, key):  # samples no paths
+            options[key] = value
+    top_k = options.pop("top_k", 5)  # OneShotNAS's, not the strategy's
+    strategy = get_strategy(search.strategy, **options)
+    searcher = Evolution(population_size=search.population_size, generations=search.generations,
+                         mutation_prob=search.mutation_prob)
     limits = {k: v for k, v in dataclasses.asdict(search.budget).items() if v is not None}
-    nas = OneShotNAS(budget=Budget(**limits) if limits else None, strategy=search.strategy,
-                     export_dir=out_dir, sampling=recipe.supernet.sampling,
-                     sandwich_random=recipe.supernet.sandwich_random,
-                     population_size=search.population_size, generations=search.generations,
-                     mutation_prob=search.mutation_prob,
+    nas = OneShotNAS(budget=Budget(**limits) if limits else None, strategy=strategy,
+                     search=searcher if strategy.uses_searcher else None, export_dir=out_dir,
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
-                     overwrite=overwrite, progress=progress, **search.options)
+                     top_k=top_k, overwrite=overwrite, progress=progress)
     if recipe.augment.options and recipe.augment.method is None:
         raise ValueError(f"augment.options need an augment.method (dada or randaugment), got "
                          f"options {recipe.augment.options!r} and no method")
@@ -228,27 +238,25 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
     start = time.perf_counter()
     pl.seed_everything(recipe.seed, verbose=False)
     model, callbacks = make_search(recipe, out_dir, overwrite)
-    nas = callbacks[0]
     trainer = make_trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks)
     trainer.fit(model, datamodule)
-    trainer.strategy.barrier()  # several processes: rank 0's export is written before reading
     search_seconds = time.perf_counter() - start
-    policy = None if recipe.augment.method is None else load_policy(out_dir)
+    result = callbacks[0].result  # every process holds rank 0's
+    policy = None if len(callbacks) == 1 else Policy.from_json(callbacks[1].result["policy"])
 
-    arch = load_architecture(out_dir)
-    space, table = nas.space, nas.cost_table
-    candidates = {"searched": arch.sample, "largest": space.largest(),
-                  "smallest": space.smallest()}
-    accuracy, _ = _test(build_subnet(arch), datamodule, out_dir, "inherited", recipe, None,
-                        epochs=0)
-    rows = [_row("searched, inherited weights", arch, table, arch.score, accuracy)]
-    for name, sample in candidates.items():
-        rebuilt = dataclasses.replace(arch, sample=sample)
+    example = torch.zeros(1, *result.input_shape)
+    inherited = extract_subnet(model.net, result.sample, example.to(model.device))
+    accuracy, _ = _test(inherited, datamodule, out_dir, "inherited", recipe, None, epochs=0)
+    rows = [_row("searched, inherited weights", result.chosen, result.score, accuracy)]
+    candidates = {"searched": result.chosen, **result.references}
+    for name, candidate in candidates.items():
+        rebuilt = Architecture(space=recipe.space.name, space_kwargs=recipe.space.kwargs,
+                               sample=candidate.sample, input_shape=result.input_shape)
         pl.seed_everything(recipe.seed, verbose=False)
         accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
                                   f"retrain_{name}", recipe, policy, epochs=recipe.retrain.epochs)
-        rows.append(_row(f"{name}, retrained from scratch", rebuilt, table,
-                         arch.score if name == "searched" else None, accuracy))
+        rows.append(_row(f"{name}, retrained from scratch", candidate,
+                         result.score if name == "searched" else None, accuracy))
         if name == "searched":
             winner_seconds = seconds
     table_md = render_results(rows, recipe, search_seconds, winner_seconds,
@@ -281,10 +289,9 @@ def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Pol
     return float(metrics["test_acc"]), seconds
 
 
-def _row(name: str, arch: Architecture, table, heldout, test_acc: float) -> dict:
-    cost = table(arch.sample)
-    return {"model": name, "macs": cost.macs, "params": cost.params, "heldout": heldout,
-            "test": test_acc}
+def _row(name: str, candidate: Candidate, heldout: float | None, test_acc: float) -> dict:
+    return {"model": name, "macs": candidate.macs, "params": candidate.params,
+            "heldout": heldout, "test": test_acc}
 
 
 def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: float,

@@ -95,3 +95,17 @@ def write_cifar_root(root, per_batch=40, n_test=30, seed=0):
     train = [batch(f"data_batch_{i}.bin", per_batch) for i in range(1, 6)]
     test = batch("test_batch.bin", n_test)
     return {"train": tuple(np.concatenate(parts) for parts in zip(*train)), "test": test}
+
+
+def search_result(sample, input_shape, cost, score=None, budget=None, top=(), candidates=(),
+                  search_cost=None, strategy="spos"):
+    """A SearchResult for ``export_architecture`` with the given fields (top and candidates
+    as JSON dicts, the budget as a mapping)."""
+    from nas_aug.result import Candidate, SearchResult
+
+    return SearchResult(chosen=Candidate.of(sample, score, cost),
+                        top=[Candidate.from_json(c) for c in top],
+                        candidates=[Candidate.from_json(c) for c in candidates],
+                        strategy=strategy, input_shape=tuple(input_shape),
+                        budget=None if budget is None else Budget(**budget),
+                        cost=dict(search_cost or {}))

@@ -3,7 +3,7 @@ import random
 
 import pytest
 import torch
-from helpers import SMALL_SPACES, calibrate
+from helpers import SMALL_SPACES, calibrate, search_result
 from safetensors.torch import load_file
 from torch import nn
 
@@ -50,8 +50,8 @@ def sample(supernet):
 def exported(tmp_path, supernet, table, sample):
     directory = tmp_path / "run" / "export"
     top = [{"score": 0.9, "macs": 1000, "params": 10, "sample": sample}]
-    arch = export_architecture(directory, supernet, sample, INPUT_SHAPE, table(sample),
-                               score=0.875, budget={"macs": 2_000_000}, top=top)
+    arch = export_architecture(directory, supernet, search_result(
+        sample, INPUT_SHAPE, table(sample), score=0.875, budget={"macs": 2_000_000}, top=top))
     return directory, arch
 
 
@@ -86,9 +86,9 @@ def test_candidates_plots_and_search_cost_are_reported(tmp_path, supernet, table
     cost = {"train_seconds": 12.0, "search_seconds": 3.0, "devices": 1, "device": "cpu",
             "device_hours": 15 / 3600, "energy_kwh": 0.0001, "co2_kg": 0.0000475,
             "method": "assumed 10 W per CPU core"}
-    export_architecture(tmp_path, supernet, candidates[-1]["sample"], INPUT_SHAPE,
-                        table(candidates[-1]["sample"]), score=None, candidates=candidates,
-                        search_cost=cost)
+    export_architecture(tmp_path, supernet, search_result(
+        candidates[-1]["sample"], INPUT_SHAPE, table(candidates[-1]["sample"]), score=None,
+        candidates=candidates, search_cost=cost))
     assert json.loads((tmp_path / CANDIDATES_FILE).read_text()) == candidates
     assert json.loads((tmp_path / ARCHITECTURE_FILE).read_text())["search_cost"] == cost
     for plot in (PARETO_FILE, PROGRESS_FILE):
@@ -221,7 +221,7 @@ def test_bad_sample_in_the_file_is_named(exported, edit, message):
 def test_build_subnet_needs_a_named_space(tmp_path, sample, table):
     net = create_space("mobilenet_tiny", **KWARGS)
     del net.space_name
-    arch = export_architecture(tmp_path, net, sample, INPUT_SHAPE, table(sample), score=None)
+    arch = export_architecture(tmp_path, net, search_result(sample, INPUT_SHAPE, table(sample)))
     assert arch.space is None
     with pytest.raises(ValueError, match="names no registered space"):
         build_subnet(load_architecture(tmp_path))

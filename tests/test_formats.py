@@ -4,7 +4,7 @@ import random
 
 import pytest
 import torch
-from helpers import SMALL_SPACES, calibrate
+from helpers import SMALL_SPACES, calibrate, search_result
 
 from nas_aug import build_subnet, load_architecture
 from nas_aug.cli import main
@@ -23,7 +23,7 @@ def exported(tmp_path_factory):
     supernet = calibrate(create_space("mobilenet_tiny", **SMALL_SPACES["mobilenet_tiny"]), SHAPE)
     sample = space_of(supernet).random(random.Random(3))
     cost = CostTable.build(supernet, SHAPE)(sample)
-    export_architecture(directory, supernet, sample, SHAPE, cost, score=0.5)
+    export_architecture(directory, supernet, search_result(sample, SHAPE, cost, score=0.5))
     return directory
 
 

@@ -9,7 +9,7 @@ import random
 import pytest
 import timm
 import torch
-from helpers import SMALL_SPACES, LitClassifier, calibrate
+from helpers import SMALL_SPACES, LitClassifier, calibrate, search_result
 from timm.models import EfficientNet, MobileNetV3
 from torch import nn
 
@@ -135,8 +135,8 @@ def test_only_a_plain_timm_model_and_its_wrappers_export():
 
 
 def _export(directory, supernet, sample):
-    return export_architecture(directory, supernet, sample, SHAPE, Cost(macs=1, params=1),
-                               score=0.5)
+    return export_architecture(directory, supernet,
+                               search_result(sample, SHAPE, Cost(macs=1, params=1), score=0.5))
 
 
 def test_the_export_writes_timm_json_and_rebuilds_from_it(tmp_path, capsys):
@@ -174,8 +174,8 @@ def test_the_timm_format_of_a_registered_space(tmp_path, capsys):
     """A registered space's sub-network is built from nas_aug's own modules: no timm.json."""
     supernet = calibrate(create_space("mobilenet_tiny", **SMALL_SPACES["mobilenet_tiny"]),
                          (1, 8, 8))
-    export_architecture(tmp_path, supernet, space_of(supernet).smallest(), (1, 8, 8),
-                        Cost(macs=1, params=1), score=0.5)
+    export_architecture(tmp_path, supernet, search_result(
+        space_of(supernet).smallest(), (1, 8, 8), Cost(macs=1, params=1), score=0.5))
     assert not (tmp_path / TIMM_FILE).exists()
     assert main(["export", str(tmp_path), "--format", "timm"]) == 2
     err = capsys.readouterr().err

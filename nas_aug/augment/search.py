@@ -6,7 +6,7 @@ choices at the end of an epoch (:meth:`end_epoch`), and names the policy it foun
 (:meth:`best_policy`). All of its state is in ``state_dict()``.
 
 * :class:`DadaSearch`: DADA's differentiable search; the policy follows the hypergradient of the
-  held-out loss through one virtual training step (see :mod:`nas_aug.strategies.bilevel`).
+  held-out loss through one virtual training step (see :mod:`nas_aug.bilevel`).
 * :class:`RandAugmentSearch`: RandAugment's ``(N, M)`` by successive halving in one fit. Every
   sample is augmented with a candidate drawn from those still in the race; every few steps,
   candidates are scored by the held-out loss decrease that one SGD step on a batch augmented
@@ -22,43 +22,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..strategies.bilevel import gradients, unrolled_hypergradient
+from ..bilevel import OuterStep, gradients, unrolled_hypergradient
+from ..registry import Registry
 from ..validation import check_int, check_positive
 from .apply import apply_params, sample_params
 from .differentiable import DifferentiablePolicy
 from .ops import AUTOAUGMENT_OPS
 from .policy import Policy, RandAugment
 
-__all__ = ["METHODS", "DadaSearch", "OuterStep", "RandAugmentSearch"]
+__all__ = ["METHODS", "DadaSearch", "RandAugmentSearch"]
+
+METHODS: Registry[type] = Registry("augmentation search method")
 
 
-@dataclass(frozen=True)
-class OuterStep:
-    """What a method gets at each training step.
-
-    ``images`` are the step's training images before augmentation; ``train_loss(images)`` is
-    the user's loss on the step's batch with ``images`` in their place (same randomness on every
-    call); ``heldout_loss()`` the user's loss on the step's held-out batch; ``weights`` the
-    model's trainable weights; ``lr`` the learning rate of a virtual step; ``reduce`` averages
-    a tensor over the fit's processes (``None`` on one process).
-    """
-
-    images: Tensor
-    train_loss: Callable[[Tensor], Tensor]
-    heldout_loss: Callable[[], Tensor]
-    weights: Sequence[Tensor]
-    lr: float
-    step: int
-    reduce: Callable[[Tensor], Tensor] | None = None
-
-
+@METHODS.register("dada")
 class DadaSearch:
     """DADA (Li et al. 2020): a :class:`DifferentiablePolicy` trained by Adam on the unrolled
     held-out hypergradient every ``update_every`` steps; exports its ``top_k`` sub-policies.
@@ -132,6 +115,7 @@ class DadaSearch:
         self.updates = state["updates"]
 
 
+@METHODS.register("randaugment")
 class RandAugmentSearch:
     """RandAugment's ``num_ops`` x ``magnitudes`` grid searched by successive halving in one fit
     (see the module docstring); every ``probe_every`` steps, ``probes_per_step`` candidates
@@ -259,4 +243,3 @@ class RandAugmentSearch:
         self.score_sum, self.score_count = list(state["score_sum"]), list(state["score_count"])
 
 
-METHODS: dict[str, type] = {"dada": DadaSearch, "randaugment": RandAugmentSearch}

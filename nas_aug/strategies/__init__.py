@@ -1,7 +1,30 @@
-"""Search strategies: path sampling for supernet training, the evolutionary outer search,
-and the scoring of one sub-network (batch-norm recalibration, held-out accuracy)."""
+"""One-shot NAS strategies (one file each, behind :class:`Strategy`) and outer searchers
+(one file each, behind :class:`Searcher`'s ask/tell), each registered by name.
 
-from .evolution import EvolutionSearch
-from .sampling import SAMPLINGS, SandwichSampling, UniformSampling
+>>> from nas_aug.strategies import DARTS, STRATEGIES, SEARCHERS
+>>> STRATEGIES.names(), SEARCHERS.names()
+(['darts', 'gdas', 'proxyless', 'spos'], ['evolution', 'random'])
+"""
 
-__all__ = ["SAMPLINGS", "EvolutionSearch", "SandwichSampling", "UniformSampling"]
+from .base import STRATEGIES, FitInfo, Scoring, SearchContext, Strategy, get_strategy
+from .darts import DARTS
+from .evolution import Evolution
+from .gdas import GDAS
+from .gradient import GradientStrategy
+from .proxyless import ProxylessNAS
+from .random_search import RandomSearch
+from .searcher import SEARCHERS, Searcher, get_searcher
+from .spos import SAMPLINGS, SPOS, SandwichSampling, UniformSampling
+
+__all__ = ["DARTS", "GDAS", "SAMPLINGS", "SEARCHERS", "SPOS", "STRATEGIES", "Evolution",
+           "FitInfo", "GradientStrategy", "ProxylessNAS", "RandomSearch", "SandwichSampling",
+           "Scoring", "SearchContext", "Searcher", "Strategy", "UniformSampling",
+           "get_searcher", "get_strategy"]
+
+
+def __getattr__(name: str):
+    if name == "EvolutionSearch":  # the name of one release ago
+        from . import evolution
+
+        return evolution.EvolutionSearch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

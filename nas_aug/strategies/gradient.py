@@ -1,36 +1,27 @@
 """Gradient-based one-shot NAS (DARTS, GDAS, ProxylessNAS): the outer loop over ``alpha``.
 
 The weights train under the mixed forward (:func:`nas_aug.space.set_mixing`) with the
-:class:`Mixture` that :meth:`GradientNAS.train_mixing` gives: every candidate mixed by
-``softmax(alpha)`` (DARTS), one hard Gumbel-softmax draw per label (GDAS), or one path drawn
-from ``softmax(alpha)`` (ProxylessNAS). Between weight steps, :meth:`GradientNAS.outer_step`
-moves ``alpha`` (its own Adam, never the user's optimizer) along the gradient of
+:class:`Mixture` a strategy's :meth:`GradientStrategy.train_mixing` gives (each strategy
+in its own file says how it mixes: :mod:`.darts`, :mod:`.gdas`, :mod:`.proxyless`). Between
+weight steps, :meth:`GradientStrategy.architecture_step` moves ``alpha`` (its own Adam, never
+the user's optimizer) along the gradient of
 
     L_val(alpha) + beta_decay * sum_label KL(uniform || softmax(alpha)) + cost_weight * overshoot
 
 where ``overshoot = relu(E[MACs] / budget - 1)`` (and the same for parameters) with the expected
 cost exact under ``softmax(alpha)`` (:meth:`~nas_aug.constraints.CostTable.expected`); with
 ``cost_form="multiplicative"`` the cost enters as ProxylessNAS writes it instead,
-``L_val * (log E[MACs] / log budget) ** cost_exponent``. ProxylessNAS's outer step samples two
-candidates per label and a binary gate between them: the forward is one path, and the gradient
-of the gate reaches both candidates' logits (the paper's two-path estimator).
+``L_val * (log E[MACs] / log budget) ** cost_exponent``.
 First order by default: ``L_val`` at the current weights; ``order=2`` uses the held-out loss
 after one virtual SGD step and DARTS's finite-difference Hessian-vector product
-(:func:`~nas_aug.strategies.bilevel.unrolled_hypergradient`).
-
->>> from nas_aug.space import Space, ValueChoice
->>> nas = GradientNAS(Space([ValueChoice("k", [3, 5])]), method="gdas", temperature=(10, 0.1))
->>> nas.set_epoch(1, max_epochs=3)
->>> nas.temperature
-5.05
->>> nas.set_epoch(2, max_epochs=3)
->>> nas.temperature
-0.1
+(:func:`~nas_aug.bilevel.unrolled_hypergradient`). When training ends, the most probable
+architecture within the budget is derived and the ``top_k`` most probable are scored.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +29,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..space import Space
+from ..bilevel import OuterStep, gradients, unrolled_hypergradient
+from ..result import SearchResult
+from ..space import Sample, mixed, set_mixing
 from ..validation import check_int, check_positive
-from .bilevel import gradients, unrolled_hypergradient
+from .base import Scoring, SearchContext, Strategy
 from .differentiable import ArchitectureParameters
 
-__all__ = ["GRADIENT_METHODS", "ArchitectureStep", "GradientNAS", "Mixture"]
+__all__ = ["ArchitectureStep", "GradientStrategy", "Mixture"]
 
-GRADIENT_METHODS = ("darts", "gdas", "proxyless")
 COST_FORMS = ("penalty", "multiplicative")
 
 
@@ -60,7 +52,7 @@ class Mixture:
 
 @dataclass(frozen=True)
 class ArchitectureStep:
-    """What :meth:`GradientNAS.outer_step` needs from the fit at one step.
+    """What :meth:`GradientStrategy.architecture_step` needs at one step.
 
     ``heldout_loss(mixture)`` / ``train_loss(mixture)``: the user's loss on this step's
     held-out / training batch with the supernet mixed by ``mixture``; ``weights`` the model's
@@ -80,98 +72,145 @@ class ArchitectureStep:
     reduce: Callable[[Tensor], Tensor] | None = None
 
 
-class GradientNAS:
-    """The architecture as outer variables: DARTS, GDAS or ProxylessNAS on ``space``.
+class GradientStrategy(Strategy):
+    """The architecture as outer variables ``alpha``; subclasses say how ``alpha`` mixes the
+    supernet (:meth:`_mixing`).
 
-    ``lr`` / ``weight_decay``: Adam on ``alpha`` (betas 0.5, 0.999 as DARTS; the learning rate
-    is DARTS's 3e-4 scaled up for fits of hundreds, not tens of thousands, of steps); ``order``
-    1 or 2; ``beta_decay``: the weight of beta-DARTS's regulariser, the collapse remedy (0
-    turns it off; on digits, 0.1 held every distribution near uniform and 0.01 let them
-    move); ``temperature``: GDAS's ``(start, end)``, annealed linearly over the epochs;
-    ``cost_weight``: the weight of the budget overshoot penalty (``cost_form="penalty"``);
-    ``cost_form="multiplicative"`` scales the held-out loss by
-    ``(log E[cost] / log budget) ** cost_exponent`` instead.
+    Args:
+        lr: Adam's learning rate on ``alpha`` (betas 0.5, 0.999 as DARTS; DARTS's 3e-4 scaled
+            up for fits of hundreds, not tens of thousands, of steps).
+        weight_decay: Adam's weight decay on ``alpha``.
+        order: 1 (first order) or 2 (the unrolled hypergradient, DARTS's second order).
+        beta_decay: the weight of beta-DARTS's regulariser, the collapse remedy (0 turns it
+            off; on digits, 0.1 held every distribution near uniform and 0.01 let them move).
+        cost_weight: the weight of the budget overshoot penalty (``cost_form="penalty"``).
+        cost_form: ``"penalty"`` or ``"multiplicative"`` (the held-out loss scaled by
+            ``(log E[cost] / log budget) ** cost_exponent``, as ProxylessNAS).
+        cost_exponent: the exponent of the multiplicative form.
 
-    >>> from nas_aug.space import Space, ValueChoice
-    >>> nas = GradientNAS(Space([ValueChoice("d", [1, 2, 3])]), method="darts")
-    >>> {k: v.tolist() for k, v in nas.train_mixing().weights.items()}
-    {'d': [0.3333333432674408, 0.3333333432674408, 0.3333333432674408]}
+    Raises:
+        ValueError: a setting out of range, named with what is accepted.
     """
 
-    def __init__(self, space: Space, method: str = "darts", lr: float = 1e-2,
-                 weight_decay: float = 1e-3, order: int = 1, beta_decay: float = 0.01,
-                 temperature: tuple[float, float] = (10.0, 0.1), cost_weight: float = 1.0,
-                 cost_form: str = "penalty", cost_exponent: float = 0.6, seed: int = 0):
-        if method not in GRADIENT_METHODS:
-            raise ValueError(f"unknown gradient method {method!r}; choose one of "
-                             f"{list(GRADIENT_METHODS)}")
+    has_outer_step = True
+    family = "gradient"
+
+    def __init__(self, lr: float = 1e-2, weight_decay: float = 1e-3, order: int = 1,
+                 beta_decay: float = 0.01, cost_weight: float = 1.0, cost_form: str = "penalty",
+                 cost_exponent: float = 0.6):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order) or 2 (unrolled, DARTS's "
                              f"second order), got {order!r}")
         if cost_form not in COST_FORMS:
             raise ValueError(f"cost_form must be one of {list(COST_FORMS)}, got {cost_form!r}")
-        if not (isinstance(temperature, (tuple, list)) and len(temperature) == 2):
-            raise ValueError(f"temperature must be a (start, end) pair, got {temperature!r}")
-        self.method, self.order = method, order
+        self.order = order
         self.lr = check_positive("lr", lr)
         self.weight_decay = check_positive("weight_decay", weight_decay, allow_zero=True)
         self.beta_decay = check_positive("beta_decay", beta_decay, allow_zero=True)
         self.cost_weight = check_positive("cost_weight", cost_weight, allow_zero=True)
         self.cost_form = cost_form
         self.cost_exponent = check_positive("cost_exponent", cost_exponent, allow_zero=True)
-        self.temperatures = tuple(check_positive("temperature", t) for t in temperature)
-        self.temperature = self.temperatures[0]
-        self.alpha = ArchitectureParameters(space)
-        self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
-        self.optimizer = self._new_optimizer()
+        self._seed = 0
         self.updates = 0
         self.last_losses: dict[str, float] = {}
+
+    # ---- how alpha mixes the supernet (one subclass per strategy) -------------------------
+    def _mixing(self, generator: torch.Generator, two_paths: bool = False) -> Mixture:
+        """The mixture of a weight step, or (``two_paths``) of an architecture step."""
+        raise NotImplementedError
+
+    # ---- hooks ----------------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        self._seed = check_int("seed", seed, 0)
+
+    def setup(self, context: SearchContext) -> None:
+        super().setup(context)
+        self.alpha = ArchitectureParameters(context.space)
+        self.generator = torch.Generator().manual_seed(self._seed)
+        self.optimizer = self._new_optimizer()
+        self.updates, self.last_losses = 0, {}
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.alpha.parameters(), lr=self.lr, betas=(0.5, 0.999),
                                 weight_decay=self.weight_decay)
 
-    def setup(self, device: torch.device) -> None:
+    def prepare(self, example: Tensor) -> None:
+        """Fail now if a label cannot be mixed (the probe runs on a copy of the supernet)."""
+        supernet, space = self.context.supernet, self.context.space
+        set_mixing(supernet, self.train_mixing().weights, space, example_input=example)
+        set_mixing(supernet, None)
+
+    def to(self, device: torch.device) -> None:
         state = self.optimizer.state_dict()
         self.alpha.to(device)
         self.optimizer = self._new_optimizer()
-        self.optimizer.load_state_dict(state)
+        self.optimizer.load_state_dict(state)  # moves Adam's moments to alpha's device
 
-    def set_epoch(self, epoch: int, max_epochs: int) -> None:
-        """GDAS's temperature for ``epoch`` (0-based): linear from start to end."""
-        start, end = self.temperatures
-        fraction = epoch / (max_epochs - 1) if max_epochs > 1 else 1.0
-        fraction = min(1.0, fraction)
-        self.temperature = start * (1.0 - fraction) + end * fraction
+    def outer_step(self, step: OuterStep) -> None:
+        """One step on ``alpha`` from the user's losses, the supernet mixed as it asks."""
+        supernet, space = self.context.supernet, self.context.space
+        table, budget = self.context.cost_table, self.context.budget
 
-    def _mixing(self, generator: torch.Generator, two_paths: bool = False) -> Mixture:
-        if self.method == "darts":
-            return Mixture(self.alpha.soft())
-        if self.method == "gdas":
-            return Mixture(self.alpha.gumbel(self.temperature, generator))
-        weights, support = {}, {}
-        for label, probabilities in self.alpha.soft().items():
-            if not two_paths:  # a weight step: one path drawn from softmax(alpha)
-                index = int(torch.multinomial(probabilities.detach().cpu(), 1,
-                                              generator=generator))
-                weights[label] = torch.zeros_like(probabilities).index_fill(0, torch.tensor(
-                    [index], device=probabilities.device), 1.0).detach()
-                continue
-            # an architecture step: two candidates, and a binary gate between them whose
-            # straight-through gradient reaches both logits (renormalised over the pair)
-            pair = torch.multinomial(probabilities.detach().cpu(), min(2, len(probabilities)),
-                                     generator=generator).to(probabilities.device)
-            logits = self.alpha.logits[label][pair]
-            pair_probabilities = torch.softmax(logits, -1)
-            gate = int(torch.multinomial(pair_probabilities.detach().cpu(), 1,
-                                         generator=generator))
-            hard = torch.zeros_like(pair_probabilities)
-            hard[gate] = 1.0
-            gates = hard - pair_probabilities.detach() + pair_probabilities
-            weights[label] = torch.zeros_like(probabilities).index_put((pair,), gates)
-            support[label] = tuple(pair.tolist())
-        return Mixture(weights, support)
+        def under(mixture: Mixture, loss: Callable[[], Tensor]) -> Tensor:
+            with mixed(supernet, mixture.weights, space, support=mixture.support):
+                return loss()
 
+        self.architecture_step(ArchitectureStep(
+            heldout_loss=lambda mixture: under(mixture, step.heldout_loss),
+            train_loss=lambda mixture: under(mixture, step.train_loss),
+            weights=step.weights, lr=step.lr,
+            expected_cost=lambda p: (*table.expected(p), table.expected_latency(p)
+                                     if table.has_latency else None),
+            limits=(None, None, None) if budget is None else (budget.macs, budget.params,
+                                                               budget.latency_ms),
+            reduce=step.reduce))
+
+    def train_paths(self) -> list[Sample]:
+        mixture = self.train_mixing()
+        set_mixing(self.context.supernet, mixture.weights, self.context.space,
+                   support=mixture.support)
+        return []
+
+    def validation_sample(self) -> Sample:
+        set_mixing(self.context.supernet, None)  # the architecture derived so far, plainly
+        return self.alpha.argmax()
+
+    def finish(self, scoring: Scoring) -> SearchResult:
+        """The most probable architecture within the budget; the ``top_k`` most probable
+        are scored on the held-out data for the record."""
+        context, alpha = self.context, self.alpha
+        set_mixing(context.supernet, None)
+        ranked = alpha.top_k(scoring.top_k, context.feasible())
+        if not ranked:
+            raise RuntimeError(f"none of the most probable architectures is within "
+                               f"{context.budget}; raise cost_weight to pull the search under "
+                               "the budget")
+        started, top = time.perf_counter(), []
+        for sample, log_p in reversed(ranked):  # the most probable last: it stays active
+            score = scoring.evaluate(sample)
+            top.append(context.candidate(sample, score, probability=math.exp(log_p),
+                                         seconds=time.perf_counter() - started))
+            scoring.on_candidate(top[-1])
+        top.reverse()
+        best, argmax = top[0], alpha.argmax()
+        note = None
+        if best.sample != argmax:
+            note = (f"the arg-max architecture costs {context.cost_table(argmax)}, over "
+                    f"{context.budget}: exported the most probable one within the budget "
+                    f"(probability {best.probability:.3g})")
+        return context.result(best, top, top, self.name, probabilities=alpha.summary(),
+                              argmax=argmax, note=note)
+
+    def metrics(self) -> dict[str, float]:
+        entropy = self.alpha.entropy()
+        out = {f"entropy/{label}": value for label, value in entropy.items()}
+        out["entropy_mean"] = sum(entropy.values()) / max(1, len(entropy))
+        out.update(self.last_losses)
+        for label, probabilities in self.alpha.summary().items():
+            out.update({f"p/{label}={value}": p for value, p in probabilities.items()})
+        return out
+
+    # ---- the maths ------------------------------------------------------------------------
     def train_mixing(self) -> Mixture:
         """The mixture for a weight step (no graph to ``alpha``)."""
         with torch.no_grad():
@@ -212,7 +251,7 @@ class GradientNAS:
         self.last_losses["cost_factor"] = float(factor.detach())
         return factor.float()
 
-    def outer_step(self, step: ArchitectureStep) -> None:
+    def architecture_step(self, step: ArchitectureStep) -> None:
         """One Adam step on ``alpha`` from the held-out loss at this step."""
         params = list(self.alpha.parameters())
         state = self.generator.get_state()  # the same draw in every pass of this step
@@ -232,8 +271,7 @@ class GradientNAS:
                                            step.weights, params, step.lr)
         if step.reduce is not None:  # every process takes the same step
             grads = [step.reduce(grad) for grad in grads]
-        if self.method != "darts":
-            self._mixing(self.generator, two_paths=True)  # past this step's draw
+        self._mixing(self.generator, two_paths=True)  # past this step's draw
         factor = self._cost_factor(step)
         if factor is not None:  # d(L f) = f dL + L df
             scale = gradients(factor, params)
@@ -246,22 +284,13 @@ class GradientNAS:
         self.optimizer.zero_grad(set_to_none=True)
         self.updates += 1
 
-    def metrics(self) -> dict[str, float]:
-        entropy = self.alpha.entropy()
-        out = {f"entropy/{label}": value for label, value in entropy.items()}
-        out["entropy_mean"] = sum(entropy.values()) / max(1, len(entropy))
-        out["temperature"] = self.temperature
-        out.update(self.last_losses)
-        return out
-
     def state_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "temperature": self.temperature,
-                "updates": self.updates}
+                "generator": self.generator.get_state(), "updates": self.updates}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.alpha.load_state_dict(state["alpha"])
         self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.temperature, self.updates = state["temperature"], state["updates"]
+        self.updates = state["updates"]

@@ -11,7 +11,8 @@ from torch import nn
 
 from nas_aug.augment import RandAugment
 from nas_aug.augment.apply import apply_params, sample_params
-from nas_aug.augment.search import DadaSearch, OuterStep, RandAugmentSearch
+from nas_aug.augment.search import DadaSearch, RandAugmentSearch
+from nas_aug.bilevel import OuterStep
 
 
 def _step(images, step=0, lr=0.1):

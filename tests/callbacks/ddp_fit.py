@@ -41,9 +41,9 @@ def main(out: Path, strategy: str) -> None:
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
-    state = {"world_size": trainer.world_size, "sample": nas.result["sample"],
-             "alpha": {k: v.tolist() for k, v in nas.gradient.alpha.state_dict().items()}
-             if nas.gradient else None,
+    state = {"world_size": trainer.world_size, "sample": nas.result.sample,
+             "alpha": {k: v.tolist() for k, v in nas.strategy.alpha.state_dict().items()}
+             if nas.strategy.has_outer_step else None,
              "policy": [p.tolist() for p in search.method.policy.parameters()],
              "heldout_consumed": [nas._stream.consumed if nas._stream else None,
                                   search._stream.consumed],

@@ -39,14 +39,14 @@ def test_each_strategy_searches_exports_and_keeps_alpha_to_itself(strategy, tmp_
                            logger=CSVLogger(tmp_path / "logs", name="", version=0))
     trainer.fit(model, datamodule=DigitsDataModule())
 
-    assert nas.gradient.updates == 8  # one outer step per training step
+    assert nas.strategy.updates == 8  # one outer step per training step
     assert any(p.detach().abs().sum() > 0 for p in nas_alpha(nas))  # alpha starts at zero
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimized == {id(p) for p in model.parameters()}
-    assert not optimized & {id(p) for p in nas.gradient.alpha.parameters()}
+    assert not optimized & {id(p) for p in nas.strategy.alpha.parameters()}
 
     arch = load_architecture(tmp_path)
-    assert arch.strategy == strategy and arch.sample == nas.result["sample"]
+    assert arch.strategy == strategy and arch.sample == nas.result.sample
     assert arch.macs <= budget.macs and arch.macs == costs(arch.sample).macs
     assert set(arch.probabilities) == set(costs.space.labels)
     assert len(arch.top) == 3 and all(c["macs"] <= budget.macs for c in arch.top)
@@ -60,7 +60,7 @@ def test_each_strategy_searches_exports_and_keeps_alpha_to_itself(strategy, tmp_
 
 
 def nas_alpha(nas):
-    return list(nas.gradient.alpha.parameters())
+    return list(nas.strategy.alpha.parameters())
 
 
 class ForceLargest(pl.Callback):
@@ -72,7 +72,7 @@ class ForceLargest(pl.Callback):
     def on_train_end(self, trainer, pl_module):
         with torch.no_grad():
             for label in self.nas.space.labels:
-                logits = self.nas.gradient.alpha.logits[label]
+                logits = self.nas.strategy.alpha.logits[label]
                 logits.copy_(torch.arange(len(logits), dtype=logits.dtype) * 5.0)
 
 
@@ -82,10 +82,10 @@ def test_an_argmax_over_budget_exports_the_most_probable_feasible_one(tmp_path, 
     nas = OneShotNAS(strategy="darts", budget=budget, export_dir=tmp_path, **FAST)
     with pytest.warns(UserWarning, match="arg-max architecture costs .* over Budget"):
         make_trainer([ForceLargest(nas), nas]).fit(model, datamodule=DigitsDataModule())
-    assert nas.result["argmax"] == costs.space.largest()
+    assert nas.result.argmax == costs.space.largest()
     arch = load_architecture(tmp_path)
     assert arch.macs <= budget.macs and "most probable one within the budget" in arch.note
-    feasible = [s for s, _ in nas.gradient.alpha.top_k(1, lambda s: budget.allows(costs(s)))]
+    feasible = [s for s, _ in nas.strategy.alpha.top_k(1, lambda s: budget.allows(costs(s)))]
     assert arch.sample == feasible[0]
 
 
@@ -105,10 +105,11 @@ def test_resumed_fit_continues_the_architecture_search_exactly(strategy, tmp_pat
     straight, model_a = fit(2)
     fit(1, checkpoint=ModelCheckpoint(dirpath=tmp_path, filename="epoch1"))
     resumed, model_b = fit(2, ckpt_path=tmp_path / "epoch1.ckpt")
-    assert resumed.gradient.updates == straight.gradient.updates == 6
-    assert resumed.gradient.temperature == straight.gradient.temperature
-    assert torch.equal(resumed.gradient.generator.get_state(),
-                       straight.gradient.generator.get_state())
+    assert resumed.strategy.updates == straight.strategy.updates == 6
+    if strategy == "gdas":  # only GDAS anneals a temperature
+        assert resumed.strategy.temperature == straight.strategy.temperature
+    assert torch.equal(resumed.strategy.generator.get_state(),
+                       straight.strategy.generator.get_state())
     if strategy == "gdas":
         # GDAS's straight-through gradient only scales the chosen candidate's output, which
         # the next batch norm cancels: its alpha gradients here are rounding noise (~1e-9),
@@ -118,9 +119,9 @@ def test_resumed_fit_continues_the_architecture_search_exactly(strategy, tmp_pat
         assert torch.equal(a, b)
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert resumed.result["sample"] == straight.result["sample"]
-    assert json.dumps(resumed.result["probabilities"]) == \
-        json.dumps(straight.result["probabilities"])
+    assert resumed.result.sample == straight.result.sample
+    assert json.dumps(resumed.result.probabilities) == \
+        json.dumps(straight.result.probabilities)
 
 
 class TwoShapes(nn.Module):
@@ -146,7 +147,9 @@ def test_a_label_that_cannot_be_mixed_is_named_before_training():
     (dict(strategy="spos", lr=0.1), r"options \['lr'\] belong to the gradient strategies"),
     (dict(strategy="darts", alpha_lr=0.1), r"unknown option\(s\) \['alpha_lr'\]"),
     (dict(strategy="darts", order=3), "order must be 1"),
-    (dict(strategy="gdas", sampling="sandwich"), "sampling='sandwich' is how strategy='spos'"),
+    (dict(strategy="gdas", sampling="sandwich"),
+     r"options \['sampling'\] belong to the path-sampling strategies \['spos'\], not to "
+     "strategy='gdas'"),
 ])
 def test_bad_arguments_are_rejected_up_front(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -37,18 +37,18 @@ def test_drop_in_fit_searches_within_budget_and_exports(tmp_path, costs):
     trainer = make_trainer([nas])
     trainer.fit(model, datamodule=DigitsDataModule())
 
-    assert nas.result["macs"] <= budget.macs
-    history = json.loads(json.dumps(nas.state_dict()))["search"]["history"]
-    assert max(score for _, score in history) == nas.result["score"]
-    ties = [c["macs"] for c in nas.result["candidates"] if c["score"] == nas.result["score"]]
-    assert nas.result["macs"] == min(ties)  # the cheapest of the best
-    assert all(c["macs"] <= budget.macs for c in nas.result["top"])
+    assert nas.result.chosen.macs <= budget.macs
+    history = json.loads(json.dumps(nas.state_dict()))["strategy"]["search"]["history"]
+    assert max(score for _, score in history) == nas.result.score
+    ties = [c.macs for c in nas.result.candidates if c.score == nas.result.score]
+    assert nas.result.chosen.macs == min(ties)  # the cheapest of the best
+    assert all(c.macs <= budget.macs for c in nas.result.top)
     # the user's optimizer holds exactly the module's parameters, nothing of the search
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimized == {id(p) for p in model.parameters()}
 
     arch = load_architecture(tmp_path / "out")
-    assert arch.sample == nas.result["sample"] and arch.macs == nas.result["macs"]
+    assert arch.sample == nas.result.sample and arch.macs == nas.result.chosen.macs
     subnet = build_subnet(arch).eval()
     assert choice_modules(subnet) == []
     assert FvcoreCounter()(subnet, torch.zeros(1, 1, 8, 8)) == arch.macs
@@ -108,22 +108,24 @@ def test_resumed_fit_finds_the_same_architecture(tmp_path):
     uninterrupted, model_a = fit(max_epochs=2)
     fit(max_epochs=1, checkpoint=ModelCheckpoint(dirpath=tmp_path, filename="epoch1"))
     resumed, model_b = fit(max_epochs=2, ckpt_path=tmp_path / "epoch1.ckpt")
-    timeless = {"sample", "score", "macs", "params", "top"}  # candidates and cost hold times
+    timeless = {"chosen", "top"}  # candidates and cost hold times
     assert ({k: resumed["result"][k] for k in timeless}
             == {k: uninterrupted["result"][k] for k in timeless})
     assert ([c["sample"] for c in resumed["result"]["candidates"]]
             == [c["sample"] for c in uninterrupted["result"]["candidates"]])
-    assert resumed["search"]["history"] == uninterrupted["search"]["history"]  # every score
-    assert resumed["rng"] == uninterrupted["rng"]
+    assert (resumed["strategy"]["search"]["history"]
+            == uninterrupted["strategy"]["search"]["history"])  # every score
+    assert resumed["strategy"]["rng"] == uninterrupted["strategy"]["rng"]
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_state_dict_round_trip_continues_path_sampling():
     first, second = OneShotNAS(seed=3), OneShotNAS(seed=99)
-    first.rng.random()
+    first.strategy.rng.random()
     second.load_state_dict(json.loads(json.dumps(first.state_dict())))
-    assert [second.rng.random() for _ in range(5)] == [first.rng.random() for _ in range(5)]
+    assert ([second.strategy.rng.random() for _ in range(5)]
+            == [first.strategy.rng.random() for _ in range(5)])
 
 
 def test_state_key_tells_instances_apart_but_not_export_paths(tmp_path):
@@ -176,7 +178,7 @@ def test_heldout_loader_can_be_given_directly(tmp_path):
     model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
     nas = OneShotNAS(heldout=digits.test_dataloader(), **SEARCH)
     make_trainer([nas], limit_val_batches=0).fit(model, train_dataloaders=digits.train_dataloader())
-    assert 0.0 <= nas.result["score"] <= 1.0
+    assert 0.0 <= nas.result.score <= 1.0
 
 
 def test_budget_admitting_too_few_architectures_fails_before_training(costs):

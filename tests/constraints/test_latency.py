@@ -108,9 +108,9 @@ def test_a_latency_budget_is_measured_on_the_fit_device_and_met(strategy, timed,
     make_trainer([nas]).fit(LitClassifier(create_space("mobilenet_tiny", **SPACE)),
                             datamodule=DigitsDataModule())
     assert nas.cost_table.latency_device == "cpu"
-    assert nas.result["latency_ms"] <= budget.latency_ms
+    assert nas.result.chosen.latency_ms <= budget.latency_ms
     arch = load_architecture(tmp_path)
-    assert arch.latency_ms == nas.result["latency_ms"]
+    assert arch.latency_ms == nas.result.chosen.latency_ms
     assert arch.budget["latency_ms"] == budget.latency_ms
 
 

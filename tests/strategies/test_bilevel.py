@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas_aug.strategies.bilevel import gradients, preserved_buffers, unrolled_hypergradient
+from nas_aug.bilevel import gradients, preserved_buffers, unrolled_hypergradient
 
 
 def _problem(seed):

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from nas_aug.space.choice import Space, ValueChoice, sample_key
-from nas_aug.strategies.evolution import EvolutionSearch
+from nas_aug.strategies import Evolution
 
 TARGET = {"l0": 2, "l1": 0, "l2": 3, "l3": 1}
 
@@ -18,7 +18,7 @@ def separable(sample: dict) -> float:
     return -float(sum((sample[label] - value) ** 2 for label, value in TARGET.items()))
 
 
-def drive(search: EvolutionSearch, score, steps: int | None = None) -> None:
+def drive(search: Evolution, score, steps: int | None = None) -> None:
     """Ask/tell by hand, ``steps`` times or until done."""
     while not search.done and (steps is None or len(search.history) < steps):
         sample = search.ask()
@@ -33,7 +33,7 @@ def keys(history) -> list[str]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_run_finds_global_optimum_with_distinct_samples(seed):
     space = grid_space()
-    search = EvolutionSearch(space, population_size=16, generations=10, mutation_prob=0.25,
+    search = Evolution(space, population_size=16, generations=10, mutation_prob=0.25,
                              seed=seed)
     best, score = search.run(separable, progress=False)
     assert (best, score) == (TARGET, 0.0)
@@ -44,7 +44,7 @@ def test_run_finds_global_optimum_with_distinct_samples(seed):
 
 
 def test_run_shows_progress_with_best_score(capsys):
-    search = EvolutionSearch(grid_space(), population_size=4, generations=2)
+    search = Evolution(grid_space(), population_size=4, generations=2)
     search.run(separable)
     assert "best=" in capsys.readouterr().err
 
@@ -53,7 +53,7 @@ def test_constraint_is_respected_by_every_asked_sample():
     space = grid_space()
     budget = lambda s: sum(s.values()) <= 5  # noqa: E731
     asked = []
-    search = EvolutionSearch(space, population_size=8, generations=6, constraint=budget, seed=4)
+    search = Evolution(space, population_size=8, generations=6, constraint=budget, seed=4)
     best, _ = search.run(lambda s: asked.append(s) or float(sum(s.values())), progress=False)
     assert len(asked) == len(search.history) > 8
     assert all(budget(sample) for sample in asked)
@@ -61,24 +61,24 @@ def test_constraint_is_respected_by_every_asked_sample():
 
 
 def test_infeasible_constraint_raises_with_useful_message():
-    search = EvolutionSearch(grid_space(), constraint=lambda s: False, max_tries=50)
+    search = Evolution(grid_space(), constraint=lambda s: False, max_tries=50)
     with pytest.raises(ValueError, match=r"found only 0 of population_size=16 .*constraint"):
         search.ask()
-    tight = EvolutionSearch(grid_space(), population_size=8, max_tries=5000,
+    tight = Evolution(grid_space(), population_size=8, max_tries=5000,
                             constraint=lambda s: sum(s.values()) <= 1)
     with pytest.raises(ValueError, match=r"found only 5 of population_size=8 .*too tight"):
         tight.ask()
 
 
 def test_space_smaller_than_population_is_named():
-    search = EvolutionSearch(grid_space(labels=2, values=2), population_size=6, max_tries=100)
+    search = Evolution(grid_space(labels=2, values=2), population_size=6, max_tries=100)
     with pytest.raises(ValueError, match="the space has only 4 samples"):
         search.ask()
 
 
 def test_exhausted_space_finishes_early_without_repeats():
     space = grid_space(labels=2, values=3)
-    search = EvolutionSearch(space, population_size=4, generations=20, mutation_prob=0.5,
+    search = Evolution(space, population_size=4, generations=20, mutation_prob=0.5,
                              max_tries=200)
     search.run(lambda s: float(s["l0"] + s["l1"]), progress=False)
     assert search.done and search.ask() is None
@@ -88,16 +88,16 @@ def test_exhausted_space_finishes_early_without_repeats():
 
 def test_manual_ask_tell_gives_the_same_history_as_run():
     kwargs = dict(population_size=6, generations=5, mutation_prob=0.3, seed=7)
-    by_run = EvolutionSearch(grid_space(), **kwargs)
+    by_run = Evolution(grid_space(), **kwargs)
     by_run.run(separable, progress=False)
-    by_hand = EvolutionSearch(grid_space(), **kwargs)
+    by_hand = Evolution(grid_space(), **kwargs)
     drive(by_hand, separable)
     assert by_hand.history == by_run.history and len(by_run.history) > 6
     assert by_hand.best == by_run.best
 
 
 def test_ask_returns_none_while_a_generation_awaits_tell():
-    search = EvolutionSearch(grid_space(), population_size=4, generations=2)
+    search = Evolution(grid_space(), population_size=4, generations=2)
     first = [search.ask() for _ in range(4)]
     assert search.ask() is None and not search.done
     for sample in first[:3]:
@@ -123,15 +123,15 @@ def mixed_score(sample: dict) -> float:
 def test_resume_from_json_state_continues_exactly(steps, ask_before_saving):
     kwargs = dict(population_size=8, generations=6, mutation_prob=0.2, seed=11,
                   constraint=lambda s: s["l0"] + s["l1"] <= 4)
-    reference = EvolutionSearch(mixed_space(), **kwargs)
+    reference = Evolution(mixed_space(), **kwargs)
     reference.run(mixed_score, progress=False)
 
-    first = EvolutionSearch(mixed_space(), **kwargs)
+    first = Evolution(mixed_space(), **kwargs)
     drive(first, mixed_score, steps)
     if ask_before_saving:  # a sample out for evaluation when the state is saved
         assert first.ask() is not None
     state = json.loads(json.dumps(first.state_dict()))
-    resumed = EvolutionSearch(mixed_space(), **kwargs)
+    resumed = Evolution(mixed_space(), **kwargs)
     resumed.load_state_dict(state)
     assert resumed.history == first.history
     resumed.run(mixed_score, progress=False)
@@ -140,9 +140,9 @@ def test_resume_from_json_state_continues_exactly(steps, ask_before_saving):
 
 
 def test_load_state_dict_rejects_a_state_for_another_space():
-    search = EvolutionSearch(grid_space(), population_size=4)
+    search = Evolution(grid_space(), population_size=4)
     drive(search, separable, 4)
-    other = EvolutionSearch(grid_space(labels=3), population_size=4)
+    other = Evolution(grid_space(labels=3), population_size=4)
     with pytest.raises(ValueError, match="expected version 1 with labels"):
         other.load_state_dict(search.state_dict())
     with pytest.raises(ValueError, match="not a state_dict"):
@@ -162,23 +162,23 @@ def test_load_state_dict_rejects_a_state_for_another_space():
 ])
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        EvolutionSearch(grid_space(), **kwargs)
+        Evolution(grid_space(), **kwargs)
 
 
 def test_wrong_types_raise_type_error():
     with pytest.raises(TypeError, match="space must be a nas_aug Space"):
-        EvolutionSearch({"l0": [1, 2]})
+        Evolution({"l0": [1, 2]})
     with pytest.raises(TypeError, match="constraint must be a callable"):
-        EvolutionSearch(grid_space(), constraint=True)
+        Evolution(grid_space(), constraint=True)
 
 
 def test_parents_default_to_half_the_population():
-    assert EvolutionSearch(grid_space(), population_size=16).parents == 8
-    assert EvolutionSearch(grid_space(), population_size=3).parents == 2
+    assert Evolution(grid_space(), population_size=16).parents == 8
+    assert Evolution(grid_space(), population_size=3).parents == 2
 
 
 def test_tell_rejects_unknown_and_repeated_samples():
-    search = EvolutionSearch(grid_space(), population_size=4)
+    search = Evolution(grid_space(), population_size=4)
     sample = search.ask()
     other = {**sample, "l0": (sample["l0"] + 1) % 4}
     with pytest.raises(ValueError, match=r"cannot tell sample .*ask\(\) never returned it"):
@@ -191,7 +191,7 @@ def test_tell_rejects_unknown_and_repeated_samples():
 
 @pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf, None, "high"])
 def test_tell_rejects_non_finite_scores(score):
-    search = EvolutionSearch(grid_space(), population_size=4)
+    search = Evolution(grid_space(), population_size=4)
     sample = search.ask()
     with pytest.raises(ValueError, match="score must be a finite number"):
         search.tell(sample, score)
@@ -200,7 +200,7 @@ def test_tell_rejects_non_finite_scores(score):
 
 
 def test_best_and_top():
-    search = EvolutionSearch(grid_space(), population_size=6)
+    search = Evolution(grid_space(), population_size=6)
     with pytest.raises(RuntimeError, match="no score told yet"):
         search.best  # noqa: B018
     drive(search, separable, 6)

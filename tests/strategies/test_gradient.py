@@ -8,10 +8,19 @@ import pytest
 import torch
 
 from nas_aug.space import Space, ValueChoice
+from nas_aug.strategies import SearchContext, get_strategy
 from nas_aug.strategies.differentiable import ArchitectureParameters, gumbel_hard
-from nas_aug.strategies.gradient import ArchitectureStep, GradientNAS
+from nas_aug.strategies.gradient import ArchitectureStep
 
 SPACE = Space([ValueChoice("op", [0, 1, 2]), ValueChoice("stage.width", [8, 16])])
+
+
+def GradientNAS(space, method="darts", seed=0, **options):
+    """The strategy ``method`` set up on ``space`` (no supernet: the losses are hand-made)."""
+    nas = get_strategy(method, **options)
+    nas.seed(seed)
+    nas.setup(SearchContext(torch.nn.Identity(), space))
+    return nas
 
 
 def _favouring(candidate, strength=1.0):
@@ -22,8 +31,8 @@ def _favouring(candidate, strength=1.0):
 
 def _steps(nas, loss, count, **step):
     for _ in range(count):
-        nas.outer_step(ArchitectureStep(heldout_loss=loss, train_loss=loss, weights=[], lr=0.1,
-                                        **step))
+        nas.architecture_step(ArchitectureStep(heldout_loss=loss, train_loss=loss, weights=[],
+                                               lr=0.1, **step))
 
 
 @pytest.mark.parametrize("method", ["darts", "gdas", "proxyless"])
@@ -91,7 +100,7 @@ def test_second_order_steps_use_the_unrolled_hypergradient():
     first = GradientNAS(SPACE, "darts", order=1, beta_decay=0.0, weight_decay=0.0)
     second = GradientNAS(SPACE, "darts", order=2, beta_decay=0.0, weight_decay=0.0)
     for nas in (first, second):
-        nas.outer_step(ArchitectureStep(heldout, train, [w], lr=0.1))
+        nas.architecture_step(ArchitectureStep(heldout, train, [w], lr=0.1))
     assert all(torch.equal(p, torch.zeros_like(p)) for p in first.alpha.parameters())
     assert second.alpha.logits["op"].abs().sum() > 0
     assert torch.equal(w, torch.tensor([0.3]))  # the weights left as they were
@@ -146,12 +155,12 @@ def test_top_k_is_exact_and_respects_the_constraint():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(method="enas"), "unknown gradient method 'enas'"),
+    (dict(method="enas"), "unknown strategy 'enas'"),
     (dict(order=3), "order must be 1"),
     (dict(lr=0), "lr must be a positive number"),
     (dict(beta_decay=-1), "beta_decay must be a non-negative number"),
-    (dict(temperature=1.0), r"temperature must be a \(start, end\) pair"),
-    (dict(temperature=(1.0, 0.0)), "temperature must be a positive number"),
+    (dict(method="gdas", temperature=1.0), r"temperature must be a \(start, end\) pair"),
+    (dict(method="gdas", temperature=(1.0, 0.0)), "temperature must be a positive number"),
 ])
 def test_bad_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):

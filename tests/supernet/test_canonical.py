@@ -7,7 +7,7 @@ import torch
 from nas_aug.constraints import CostTable
 from nas_aug.search_spaces import create_space
 from nas_aug.space import Space, ValueChoice
-from nas_aug.strategies.evolution import EvolutionSearch
+from nas_aug.strategies import Evolution
 from nas_aug.supernet import canonical_sample, extract_subnet, space_of
 
 SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kernel_sizes=(3, 5))
@@ -46,7 +46,7 @@ def test_evolution_asks_each_canonical_architecture_once():
     def canonical(sample):  # "b" only matters at depth 2
         return {**sample, "b": sample["b"] if sample["depth"] == 2 else 1}
 
-    search = EvolutionSearch(space, population_size=4, generations=5, canonical=canonical)
+    search = Evolution(space, population_size=4, generations=5, canonical=canonical)
     search.run(lambda s: s["a"] + s["b"] * s["depth"], progress=False)
     asked = [tuple(sorted(s.items())) for s, _ in search.history]
     assert len(asked) == len(set(asked)) == 12  # 3 at depth 1 + 9 at depth 2: all, once each
