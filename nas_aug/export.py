@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .constraints import Budget
 from .io import atomic_write, read_tagged_json, write_json
 from .result import SearchResult
 from .supernet import extract_subnet
@@ -96,7 +97,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
         sample=dict(result.sample), input_shape=tuple(result.input_shape), macs=chosen.macs,
         params=chosen.params, latency_ms=chosen.latency_ms, score=chosen.score,
-        budget={} if result.budget is None else asdict(result.budget),
+        budget=_limits(result.budget),
         top=[c.to_json() for c in result.top], search_cost=dict(result.cost),
         strategy=result.strategy, probabilities=dict(result.probabilities or {}),
         note=result.note, directory=directory)
@@ -110,6 +111,11 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         write_json(directory / CANDIDATES_FILE, candidates, indent=1)
     write_report(directory, arch, candidates)
     return arch
+
+
+def _limits(budget: Budget | None) -> dict[str, Any]:
+    """The limits a budget sets, as JSON data (none for no budget)."""
+    return {} if budget is None else {k: v for k, v in asdict(budget).items() if v is not None}
 
 
 def _write_timm(directory: Path, subnet: nn.Module, input_shape: tuple[int, ...]) -> None:
