@@ -1,10 +1,11 @@
 """The one place that reaches into Lightning's private parts.
 
-The search callbacks need three things Lightning has no public API for: the fit's validation
+The search callbacks need a few things Lightning has no public API for: the fit's validation
 source (to score on it outside the validation loop), the object whose
 ``on_after_batch_transfer`` Lightning will call (to augment training batches after transfer),
 and the trainer's ``validating`` state (so the user's batch hooks see held-out batches as
-validation data). Each is reached here only, so a Lightning upgrade that moves one is one file
+validation data); and, mirroring what Lightning does privately, a sampler put at an epoch.
+Each is reached here only, so a Lightning upgrade that moves one is one file
 to fix. Checked against Lightning 2.6.
 """
 
@@ -45,3 +46,13 @@ def as_validation(trainer: Trainer) -> Iterator[None]:
         yield
     finally:
         trainer.training = was_training
+
+
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Put ``loader``'s sampler (and its batch sampler's) at ``epoch``, as Lightning does at
+    the start of each training epoch, so an iteration outside the loop sees the same order
+    whether the fit ran through or resumed from a checkpoint at its end."""
+    for sampler in (getattr(loader, "sampler", None),
+                    getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(epoch)

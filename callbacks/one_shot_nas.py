@@ -37,7 +37,7 @@ from ..strategies import (
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
 from ..supernet import activate, device_of, space_of
 from ..validation import check_int, check_positive
-from ._lightning import as_validation
+from ._lightning import as_validation, set_sampler_epoch
 from ._outer_loop import OuterLoop, user_loss
 
 SEARCH_STATE_FILE = "search_state.json"
@@ -370,11 +370,11 @@ class OneShotNAS(OuterLoop):
     def _scoring(self, trainer: Trainer, pl_module: LightningModule) -> Scoring:
         """Held-out top-1 of a sample, its batch norm recalibrated (the sample stays
         active); a search state saved by an interrupted search on these same weights."""
-        heldout = self.heldout_loader(trainer)
+        heldout, train = self.heldout_loader(trainer), trainer.train_dataloader
+        set_sampler_epoch(train, trainer.current_epoch)  # the same batches after a resume
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            calibration = [x for x, _ in self._batches(trainer.train_dataloader, trainer,
-                                                       self.calibration_batches)]
+            calibration = [x for x, _ in self._batches(train, trainer, self.calibration_batches)]
         supernet = self._supernet
 
         def evaluate(sample: Sample) -> float:

@@ -18,8 +18,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .formats import export_format
+    from .formats import FORMATS, export_format
 
+    for fmt in args.format:  # every name checked before any is written
+        FORMATS.get(fmt)
     for fmt in args.format:
         path, difference = export_format(args.directory, fmt)
         print(f"{path}  (max |difference| to the PyTorch sub-network: {difference:.2e})")
@@ -54,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write an exported sub-network in other formats")
     export.add_argument("directory", help="a directory holding architecture.json")
     export.add_argument("--format", nargs="+", required=True,
-                        choices=["torchscript", "onnx", "pt2", "timm"],
                         help="torchscript, onnx (checked with onnxruntime), pt2 (torch.export) "
                              "or timm (timm.json: timm's definition of a timm sub-network)")
     export.set_defaults(func=_export)

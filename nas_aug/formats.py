@@ -10,13 +10,14 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .export import TIMM_FILE, build_subnet, load_architecture, load_timm
 from .io import atomic_write
-from .validation import closest_match
+from .registry import Registry
 
 
 def _write_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -65,12 +66,19 @@ def _run_timm(path: Path, x: torch.Tensor) -> torch.Tensor:
     return load_timm(path).eval()(x)  # with the export's weights beside it
 
 
-FORMATS: dict[str, tuple[str, Callable, Callable]] = {
-    "torchscript": ("subnet.torchscript.pt", _write_torchscript, _run_torchscript),
-    "onnx": ("subnet.onnx", _write_onnx, _run_onnx),
-    "pt2": ("subnet.pt2", _write_pt2, _run_pt2),
-    "timm": (TIMM_FILE, _write_timm, _run_timm),
-}
+class Format(NamedTuple):
+    """A format a sub-network is written in: its file, its writer and its runner (the check)."""
+
+    filename: str
+    write: Callable[[nn.Module, torch.Tensor, Path], None]
+    run: Callable[[Path, torch.Tensor], torch.Tensor]
+
+
+FORMATS: Registry[Format] = Registry("format")
+FORMATS.add("torchscript", Format("subnet.torchscript.pt", _write_torchscript, _run_torchscript))
+FORMATS.add("onnx", Format("subnet.onnx", _write_onnx, _run_onnx))
+FORMATS.add("pt2", Format("subnet.pt2", _write_pt2, _run_pt2))
+FORMATS.add("timm", Format(TIMM_FILE, _write_timm, _run_timm))
 
 
 def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4,
@@ -96,10 +104,7 @@ def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4,
     ...
     ValueError: unknown format 'keras'; choose one of ['onnx', 'pt2', 'timm', 'torchscript']
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}{closest_match(fmt, FORMATS)}; "
-                         f"choose one of {sorted(FORMATS)}")
-    filename, write, run = FORMATS[fmt]
+    filename, write, run = FORMATS.get(fmt)
     arch = load_architecture(directory)
     net = (build_subnet(arch) if subnet is None else subnet).eval()
     generator = torch.Generator().manual_seed(0)

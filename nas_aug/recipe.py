@@ -24,16 +24,13 @@ from lightning.pytorch.loggers import CSVLogger
 from .augment import Policy
 from .classifier import ImageClassifier
 from .constraints import Budget
-from .data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule
+from .data import DATASETS
 from .export import Architecture, build_subnet, check_export_dir
 from .io import atomic_write
 from .result import Candidate
 from .strategies import Evolution, get_strategy
 from .supernet import extract_subnet
 from .validation import closest_match
-
-DATASETS = {"digits": DigitsDataModule, "fashion_mnist": FashionMNISTDataModule,
-            "cifar10": CIFAR10DataModule}
 
 
 @dataclass
@@ -183,14 +180,13 @@ def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callback
 
 def make_datamodule(recipe: Recipe) -> pl.LightningDataModule:
     """The recipe's datamodule (its ``data.kwargs`` checked against the dataset's)."""
-    if recipe.data.name not in DATASETS:
-        raise ValueError(f"unknown dataset {recipe.data.name!r}; choose one of {sorted(DATASETS)}")
-    accepted = set(inspect.signature(DATASETS[recipe.data.name]).parameters) - {"seed"}
+    datamodule = DATASETS.get(recipe.data.name)
+    accepted = set(inspect.signature(datamodule).parameters) - {"seed"}
     unknown = sorted(set(recipe.data.kwargs) - accepted)
     if unknown:
         raise ValueError(f"data.kwargs {unknown} are not accepted by dataset "
                          f"{recipe.data.name!r}; it accepts {sorted(accepted)}")
-    return DATASETS[recipe.data.name](seed=recipe.seed, **recipe.data.kwargs)
+    return datamodule(seed=recipe.seed, **recipe.data.kwargs)
 
 
 def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress: bool = True

@@ -36,12 +36,15 @@ class Registry(Generic[T]):
         """A decorator registering its target under ``name`` (default: the target's
         ``__name__``); a name registered twice raises."""
         def add(entry: T) -> T:
-            key = entry.__name__ if name is None else name
-            if key in self._entries:
-                raise ValueError(f"a {self.kind} named {key!r} is already registered")
-            self._entries[key] = entry
-            return entry
+            return self.add(entry.__name__ if name is None else name, entry)
         return add
+
+    def add(self, name: str, entry: T) -> T:
+        """Register ``entry`` under ``name``; a name registered twice raises."""
+        if name in self._entries:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+        self._entries[name] = entry
+        return entry
 
     def get(self, name: str) -> T:
         """The entry registered as ``name``; an unknown name raises ``ValueError``."""
@@ -53,6 +56,9 @@ class Registry(Generic[T]):
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching the shell-style ``pattern``, sorted."""
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

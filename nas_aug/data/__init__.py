@@ -1,8 +1,16 @@
-"""Datasets as LightningDataModules, with a held-out split for the outer loop of a search."""
+"""Datasets as LightningDataModules, with a held-out split for the outer loop of a search,
+registered by the names recipes use (:data:`DATASETS`)."""
 
-from nas_aug.data.cifar10 import CIFAR10DataModule
-from nas_aug.data.digits import DigitsDataModule
-from nas_aug.data.fashion_mnist import FashionMNISTDataModule
-from nas_aug.data.sampler import EpochSeededSampler
+from ..registry import Registry
+from .cifar10 import CIFAR10DataModule
+from .digits import DigitsDataModule
+from .fashion_mnist import FashionMNISTDataModule
+from .sampler import EpochSeededSampler
 
-__all__ = ["CIFAR10DataModule", "DigitsDataModule", "EpochSeededSampler", "FashionMNISTDataModule"]
+DATASETS: Registry[type] = Registry("dataset")
+DATASETS.add("digits", DigitsDataModule)
+DATASETS.add("fashion_mnist", FashionMNISTDataModule)
+DATASETS.add("cifar10", CIFAR10DataModule)
+
+__all__ = ["DATASETS", "CIFAR10DataModule", "DigitsDataModule", "EpochSeededSampler",
+           "FashionMNISTDataModule"]
