@@ -189,10 +189,10 @@ def ours(strategy: str, level: str, warmup: int, repeats: int, seed: int) -> dic
     import nas_aug
     from nas_aug.bilevel import preserved_buffers
     from nas_aug.callbacks import OneShotNAS
-    from nas_aug.space import LayerChoice, mixed, set_mixing
+    from nas_aug.space import LayerChoice
     from nas_aug.strategies import DARTS, SearchContext
     from nas_aug.strategies.gradient import ArchitectureStep
-    from nas_aug.supernet import activate, space_of
+    from nas_aug.supernet import activate, mixed, set_mixing, space_of
 
     info = {"versions": f"nas_aug {nas_aug.__version__}, lightning {lightning.__version__}",
             "rss_imported_mb": status_mb("VmRSS")}

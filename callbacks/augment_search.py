@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..augment.apply import check_images
 from ..augment.export import POLICY_FILE, save_policy
-from ..augment.search import METHODS
+from ..augment.search import METHODS, PolicySearch
 from ..io import write_json
 from ..validation import check_positive
 from ._lightning import batch_transfer_owner
@@ -49,27 +49,50 @@ class AugmentSearch(OuterLoop):
     validation data unless ``heldout`` is given); the policy's parameters live here, never in
     the user's optimizer. ``method`` is ``"dada"`` or ``"randaugment"``; ``**options`` go to
     :class:`~nas_aug.augment.search.DadaSearch` / ``RandAugmentSearch``. When training ends the
-    found policy is in ``result`` and, with ``export_dir``, in ``policy.json``.
+    found policy is in ``result`` and, with ``export_dir``, in ``policy.json``. In a fit
+    with ``OneShotNAS`` too, both take their held-out batch of a step from one stream.
+
+    Args:
+        method: a :class:`~nas_aug.augment.search.PolicySearch` (``DadaSearch(...)``,
+            ``RandAugmentSearch(...)``) or the name of one, ``"dada"`` or ``"randaugment"``
+            (:data:`nas_aug.augment.search.METHODS`; ``**options`` then go to it).
+        export_dir: where ``policy.json`` and ``augment_search.json`` are written.
+        heldout: the loader to score on (default: the fit's validation data).
+        image_key: where dict batches hold their images.
+        unroll_lr: the virtual step's learning rate (default: the fit's first optimizer's).
+        seed: seeds the method's draws and the outer steps' randomness.
+        overwrite: replace a policy already in ``export_dir``.
+        **options: the method's options (see its class).
+
+    Raises:
+        ValueError: an unknown method or option, or a bad value; in ``setup``, a fit without
+            held-out data, or ``randaugment`` without ``max_epochs``.
+        FileExistsError: ``export_dir`` already holds a policy and ``overwrite`` is off.
 
     >>> callback = AugmentSearch(method="randaugment", num_ops=(1, 2), magnitudes=(0.3, 0.6))
     >>> callback.method.candidates
     [(1, 0.3), (1, 0.6), (2, 0.3), (2, 0.6)]
     """
 
-    def __init__(self, method: str = "dada", export_dir: str | Path | None = None,
+    def __init__(self, method: str | PolicySearch = "dada", export_dir: str | Path | None = None,
                  heldout: Any = None, image_key: str = "image", unroll_lr: float | None = None,
                  seed: int = 0, overwrite: bool = False, **options: Any):
-        accepted = set(inspect.signature(METHODS.get(method)).parameters) - {"seed"}
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise ValueError(f"AugmentSearch(method={method!r}) got unknown option(s) {unknown}; "
-                             f"its options are {sorted(accepted)}")
+        if isinstance(method, PolicySearch):
+            if options:
+                raise ValueError(f"options {sorted(options)} go into the method object itself: "
+                                 f"{type(method).__name__}({', '.join(options)}=...)")
+        else:
+            accepted = set(inspect.signature(METHODS.get(method)).parameters) - {"seed"}
+            unknown = sorted(set(options) - accepted)
+            if unknown:
+                raise ValueError(f"AugmentSearch(method={method!r}) got unknown option(s) "
+                                 f"{unknown}; its options are {sorted(accepted)}")
+            method = METHODS.get(method)(seed=seed, **options)
         if unroll_lr is not None:
             check_positive("unroll_lr", unroll_lr,
                            hint=" or None (the learning rate of the fit's first optimizer)")
         super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed)
-        self.method_name = method
-        self.method = METHODS.get(method)(seed=seed, **options)
+        self.method, self.method_name = method, method.name
         self.export_dir = None if export_dir is None else Path(export_dir)
         self.image_key, self.overwrite = image_key, overwrite
         self.result: dict[str, Any] | None = None
@@ -86,9 +109,7 @@ class AugmentSearch(OuterLoop):
         if stage != TrainerFn.FITTING:
             return
         self.check_heldout(trainer)
-        if self.method_name == "randaugment" and not (trainer.max_epochs or 0) > 0:
-            raise ValueError(f"method='randaugment' spreads its halvings over the fit's epochs "
-                             f"and needs Trainer(max_epochs=...), got {trainer.max_epochs!r}")
+        self.method.check_fit(trainer.max_epochs)
         if self.export_dir is not None and not self.overwrite and \
                 (self.export_dir / POLICY_FILE).exists():
             raise FileExistsError(f"export directory {str(self.export_dir)!r} already holds a "

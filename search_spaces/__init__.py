@@ -1,6 +1,7 @@
-"""The catalogue of search spaces: ``create_space(name, **kw)``, ``list_spaces(pattern)``."""
+"""The catalogue of search spaces: ``create_space(name, **kw)``, ``list_spaces(pattern)``, and
+each space's class (``MobileNetTiny``), which a LightningCLI config names as ``class_path``."""
 
-from . import mobilenet_tiny  # noqa: F401  (registers its spaces)
-from ._registry import create_space, list_spaces, register_space
+from ._registry import SearchSpace, create_space, list_spaces, register_space
+from .mobilenet_tiny import MobileNetTiny
 
-__all__ = ["create_space", "list_spaces", "register_space"]
+__all__ = ["MobileNetTiny", "SearchSpace", "create_space", "list_spaces", "register_space"]

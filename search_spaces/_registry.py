@@ -1,25 +1,89 @@
-"""The catalogue of search spaces, by name (timm-style registry)."""
+"""The catalogue of search spaces, by name (timm-style registry).
+
+Each space is one :class:`SearchSpace` subclass: its typed constructor is the space's only
+definition. ``create_space(name, **kwargs)`` calls it, and a LightningCLI / jsonargparse
+config names it as ``class_path`` (``nas_aug.search_spaces.MobileNetTiny``); both give the
+same supernet, which remembers ``space_name`` and ``space_kwargs`` so an export rebuilds it.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
 import json
-from collections.abc import Callable
+from typing import Any, ClassVar
 
 from torch import nn
 
 from ..validation import closest_match
 
-_SPACES: dict[str, Callable[..., nn.Module]] = {}
+_SPACES: dict[str, type[SearchSpace]] = {}
 
 
-def register_space(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a builder ``fn(**kwargs) -> supernet`` under its function name."""
-    if fn.__name__ in _SPACES:
-        raise ValueError(f"a space named {fn.__name__!r} is already registered")
-    _SPACES[fn.__name__] = fn
-    return fn
+def _constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The parameters of ``cls.__init__``, without ``self``."""
+    parameters = dict(inspect.signature(cls.__init__).parameters)
+    parameters.pop(next(iter(parameters)), None)  # self
+    return parameters
+
+
+class SearchSpace(nn.Module):
+    """The base of the catalogue's supernets. A subclass sets ``name`` (its registry name)
+    and ``default_input_shape`` (``(channels, height, width)``), takes its arguments in a
+    typed ``__init__`` (JSON data only: they go into the export) and is registered with
+    :func:`register_space`.
+
+    An instance remembers ``space_name`` (the class's ``name``) and ``space_kwargs`` (the
+    arguments it was built with, as given), however it was built: ``create_space(name, **kw)``,
+    ``Cls(**kw)``, or a config's ``class_path`` / ``init_args``.
+    """
+
+    name: ClassVar[str]
+    default_input_shape: tuple[int, int, int]
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # __new__ sees the call's own arguments (not the defaults), before __init__ builds
+        # anything; copy/pickle call it with none and then restore the instance's __dict__
+        self = super().__new__(cls)
+        arguments = inspect.signature(cls.__init__).bind_partial(self, *args, **kwargs).arguments
+        arguments.pop(next(iter(arguments)))  # self
+        try:
+            json.dumps(arguments)
+        except TypeError as err:
+            raise ValueError(
+                f"space arguments must be JSON data (they go into the export): {err}") from None
+        object.__setattr__(self, "space_name", getattr(cls, "name", None))
+        object.__setattr__(self, "space_kwargs", dict(arguments))
+        return self
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+    """Register a :class:`SearchSpace` subclass under its ``name`` (a class decorator).
+
+    Its constructor is what configs name as ``class_path``, so it must take named, typed
+    arguments (no ``*args`` / ``**kwargs``); a plain builder function is refused.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
+        raise TypeError(
+            f"register_space takes a nas_aug.search_spaces.SearchSpace subclass (its typed "
+            f"constructor is what create_space calls and what a LightningCLI config names as "
+            f"class_path), got {cls!r}; write the builder as `class MySpace(SearchSpace)` with "
+            "name = 'my_space' and the builder's arguments, typed, in __init__")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{cls.__name__}.name must be the space's registry name (an "
+                         f"identifier such as 'mobilenet_tiny'), got {name!r}")
+    if name in _SPACES:
+        raise ValueError(f"a space named {name!r} is already registered")
+    for parameter in _constructor_parameters(cls).values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"{cls.__name__}.__init__ takes *{parameter.name}: a space's "
+                            "arguments must be named so that a config can give them")
+        if parameter.annotation is parameter.empty:
+            raise TypeError(f"{cls.__name__}.__init__ argument {parameter.name!r} has no type "
+                            "hint: a config needs one to parse it")
+    _SPACES[name] = cls
+    return cls
 
 
 def list_spaces(pattern: str = "*") -> list[str]:
@@ -28,28 +92,20 @@ def list_spaces(pattern: str = "*") -> list[str]:
 
 
 def create_space(name: str, **kwargs) -> nn.Module:
-    """Build the supernet of space ``name``. The result remembers ``space_name`` and
-    ``space_kwargs`` so an exported architecture can rebuild it.
+    """Build the supernet of space ``name`` (its class's constructor with ``kwargs``). The
+    result remembers ``space_name`` and ``space_kwargs`` so an exported architecture can
+    rebuild it.
 
     >>> net = create_space("mobilenet_tiny", num_classes=10, in_chans=1, img_size=8)
-    >>> net.space_name, net.default_input_shape
-    ('mobilenet_tiny', (1, 8, 8))
+    >>> net.space_name, net.default_input_shape, type(net).__name__
+    ('mobilenet_tiny', (1, 8, 8), 'MobileNetTiny')
     """
     if name not in _SPACES:
         raise ValueError(f"unknown space {name!r}{closest_match(name, _SPACES)}; "
                          f"registered spaces are {list_spaces()}")
-    builder = _SPACES[name]
-    accepted = inspect.signature(builder).parameters
+    accepted = _constructor_parameters(_SPACES[name])
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"space {name!r} got unknown arguments {unknown}; "
                          f"it accepts {list(accepted)}")
-    try:
-        json.dumps(kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"space arguments must be JSON data (they go into the export): {err}") from None
-    model = builder(**kwargs)
-    model.space_name = name
-    model.space_kwargs = dict(kwargs)
-    return model
+    return _SPACES[name](**kwargs)

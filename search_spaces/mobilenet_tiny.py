@@ -4,6 +4,7 @@ per stage: elastic depth; squeeze-excite in the last two stages; elastic head wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -18,7 +19,7 @@ from ..space import (
     MappedChoice,
     ValueChoice,
 )
-from ._registry import register_space
+from ._registry import SearchSpace, register_space
 
 # (output channels, stride of the first block, blocks, squeeze-excite, activation)
 STAGES = (
@@ -85,19 +86,57 @@ class ElasticInvertedResidual(nn.Module):
         return x + shortcut if self.has_skip else x
 
 
-class MobileNetTiny(nn.Module):
-    """The ``mobilenet_tiny`` supernet (see module docstring); build it with ``create_space``.
+def _check(name: str, values, valid, what: str) -> tuple:
+    values = tuple(values)
+    if not values or any(not valid(v) for v in values):
+        raise ValueError(f"mobilenet_tiny: {name}={values!r} is invalid; expected {what}")
+    return values
+
+
+@register_space
+class MobileNetTiny(SearchSpace):
+    """The ``mobilenet_tiny`` supernet: inverted-residual blocks for 8x8 to 32x32 images
+    (4 stages, up to 11 blocks; see the module docstring). ``create_space("mobilenet_tiny",
+    **kw)`` and ``MobileNetTiny(**kw)`` (or a config's ``class_path:
+    nas_aug.search_spaces.MobileNetTiny``) build the same supernet.
+
+    Args:
+        num_classes: outputs of the classifier.
+        in_chans: input channels.
+        img_size: input height and width, 8 to 32 (``default_input_shape`` is
+            ``(in_chans, img_size, img_size)``).
+        expand_ratios: each block's candidate expand ratios (positive numbers).
+        kernel_sizes: each block's candidate depthwise kernel sizes (odd integers).
+        min_depth: the fewest blocks a stage may keep (capped at the stage's blocks).
+        head_widths: the candidate widths of the head's 1x1 convolution (positive integers).
 
     >>> from nas_aug.search_spaces import create_space
-    >>> net = create_space("mobilenet_tiny", num_classes=10, in_chans=1, img_size=8)
+    >>> net = MobileNetTiny(num_classes=10, in_chans=1, img_size=8)
     >>> net(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 10])
+    >>> net.space_name, net.space_kwargs
+    ('mobilenet_tiny', {'num_classes': 10, 'in_chans': 1, 'img_size': 8})
+    >>> same = create_space("mobilenet_tiny", num_classes=10, in_chans=1, img_size=8)
+    >>> same.space_kwargs == net.space_kwargs and str(same) == str(net)
+    True
     """
 
-    def __init__(self, num_classes: int, in_chans: int, img_size: int,
-                 expand_ratios: tuple[float, ...], kernel_sizes: tuple[int, ...],
-                 min_depth: int, head_widths: tuple[int, ...], stem_chs: int = 16):
+    name = "mobilenet_tiny"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 32,
+                 expand_ratios: Sequence[int | float] = (3, 4, 6),
+                 kernel_sizes: Sequence[int] = (3, 5, 7), min_depth: int = 1,
+                 head_widths: Sequence[int] = (96, 128)):
         super().__init__()
+        if not 8 <= img_size <= 32:
+            raise ValueError(f"mobilenet_tiny: img_size={img_size} is outside 8..32")
+        expand_ratios = _check("expand_ratios", expand_ratios, lambda v: v > 0,
+                               "positive numbers")
+        kernel_sizes = _check("kernel_sizes", kernel_sizes,
+                              lambda v: isinstance(v, int) and v % 2 == 1, "odd integers")
+        head_widths = _check("head_widths", head_widths,
+                             lambda v: isinstance(v, int) and v > 0, "positive integers")
+        stem_chs = 16
         self.default_input_shape = (in_chans, img_size, img_size)
         self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=1, act_layer="hard_swish")
         stages, in_chs = [], stem_chs
@@ -125,28 +164,3 @@ class MobileNetTiny(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
-
-
-def _check(name: str, values, valid, what: str) -> tuple:
-    values = tuple(values)
-    if not values or any(not valid(v) for v in values):
-        raise ValueError(f"mobilenet_tiny: {name}={values!r} is invalid; expected {what}")
-    return values
-
-
-@register_space
-def mobilenet_tiny(num_classes: int = 10, in_chans: int = 3, img_size: int = 32,
-                   expand_ratios=(3, 4, 6), kernel_sizes=(3, 5, 7), min_depth: int = 1,
-                   head_widths=(96, 128)) -> MobileNetTiny:
-    """Inverted-residual space for 8x8 to 32x32 images (4 stages, up to 11 blocks)."""
-    if not 8 <= img_size <= 32:
-        raise ValueError(f"mobilenet_tiny: img_size={img_size} is outside 8..32")
-    return MobileNetTiny(
-        num_classes, in_chans, img_size,
-        _check("expand_ratios", expand_ratios, lambda v: v > 0, "positive numbers"),
-        _check("kernel_sizes", kernel_sizes, lambda v: isinstance(v, int) and v % 2 == 1,
-               "odd integers"),
-        min_depth,
-        _check("head_widths", head_widths, lambda v: isinstance(v, int) and v > 0,
-               "positive integers"),
-    )

@@ -45,7 +45,7 @@ def image_rows(images: torch.Tensor) -> list[bytes]:
 
 
 class LitClassifier(pl.LightningModule):
-    def __init__(self, backbone):
+    def __init__(self, backbone: nn.Module):  # typed: a LightningCLI config can name it
         super().__init__()
         self.backbone = backbone
 

@@ -17,9 +17,9 @@ from nas_aug.constraints import CostTable
 from nas_aug.data import DigitsDataModule
 from nas_aug.elastic_models._timm import decode_arch_def
 from nas_aug.elastic_models.layers import width_choice
-from nas_aug.space import ElasticConv2d, mixed
+from nas_aug.space import ElasticConv2d
 from nas_aug.strategies.evaluation import recalibrate_batch_norm, top1_accuracy
-from nas_aug.supernet import activate, choice_modules, extract_subnet, space_of
+from nas_aug.supernet import activate, choice_modules, extract_subnet, mixed, space_of
 
 SHAPE = (1, 32, 32)
 # tiny timm models of each family (name, create_model options)

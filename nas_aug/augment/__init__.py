@@ -12,7 +12,8 @@ torch.Size([4, 3, 16, 16])
 """
 
 from .apply import PolicyAugment
-from .export import to_albumentations, to_kornia
+from .export import load_policy, save_policy, to_albumentations, to_kornia
 from .policy import OpSpec, Policy, RandAugment
 
-__all__ = ["OpSpec", "Policy", "PolicyAugment", "RandAugment", "to_albumentations", "to_kornia"]
+__all__ = ["OpSpec", "Policy", "PolicyAugment", "RandAugment", "load_policy", "save_policy",
+           "to_albumentations", "to_kornia"]

@@ -36,20 +36,70 @@ from .differentiable import DifferentiablePolicy
 from .ops import AUTOAUGMENT_OPS
 from .policy import Policy, RandAugment
 
-__all__ = ["METHODS", "DadaSearch", "RandAugmentSearch"]
+__all__ = ["METHODS", "DadaSearch", "PolicySearch", "RandAugmentSearch"]
 
-METHODS: Registry[type] = Registry("augmentation search method")
+METHODS: Registry[type[PolicySearch]] = Registry("augmentation search method")
+
+
+class PolicySearch:
+    """The base of policy search methods (see the module docstring for the hooks); ``name``
+    is its registry name."""
+
+    name = "policy search"
+
+    def check_fit(self, max_epochs: int | None) -> None:
+        """Refuse a fit this method cannot run in (``ValueError`` saying why)."""
+
+    def setup(self, device: torch.device) -> None:
+        """Move the method's own tensors to the fit's device."""
+
+    def augment(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def outer_step(self, step: OuterStep) -> None:
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int, max_epochs: int) -> None:
+        """A training epoch (0-based) ends."""
+
+    def best_policy(self) -> Policy:
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": self.name}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state_dict()``."""
 
 
 @METHODS.register("dada")
-class DadaSearch:
+class DadaSearch(PolicySearch):
     """DADA (Li et al. 2020): a :class:`DifferentiablePolicy` trained by Adam on the unrolled
     held-out hypergradient every ``update_every`` steps; exports its ``top_k`` sub-policies.
+
+    Args:
+        ops: the ops whose ordered pairs are the sub-policies.
+        temperature: the relaxation's temperature (Gumbel-softmax and relaxed Bernoulli).
+        lr: Adam's learning rate on the policy's parameters.
+        update_every: training steps between outer steps.
+        top_k: sub-policies in the exported policy.
+        seed: seeds the policy's draws.
+
+    Raises:
+        ValueError: an unknown op or a value out of range, named with what is accepted.
 
     >>> method = DadaSearch(ops=("rotate", "invert"), seed=0)
     >>> method.policy.num_sub_policies, method.best_policy().name
     (4, 'dada')
     """
+
+    name = "dada"
 
     def __init__(self, ops: Sequence[str] = AUTOAUGMENT_OPS, temperature: float = 0.5,
                  lr: float = 0.005, update_every: int = 1, top_k: int = 25, seed: int = 0):
@@ -87,9 +137,6 @@ class DadaSearch:
         self.policy.project_()
         self.updates += 1
 
-    def end_epoch(self, epoch: int, max_epochs: int) -> None:
-        pass
-
     def best_policy(self) -> Policy:
         return self.policy.to_policy(self.top_k)
 
@@ -116,7 +163,7 @@ class DadaSearch:
 
 
 @METHODS.register("randaugment")
-class RandAugmentSearch:
+class RandAugmentSearch(PolicySearch):
     """RandAugment's ``num_ops`` x ``magnitudes`` grid searched by successive halving in one fit
     (see the module docstring); every ``probe_every`` steps, ``probes_per_step`` candidates
     (in turn) are scored against one held-out gradient.
@@ -125,6 +172,8 @@ class RandAugmentSearch:
     >>> method.best_policy().draws_per_sample  # before any probe: the first candidate
     1
     """
+
+    name = "randaugment"
 
     def __init__(self, num_ops: Sequence[int] = (1, 2, 3),
                  magnitudes: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
@@ -147,12 +196,14 @@ class RandAugmentSearch:
         self.score_count = [0] * len(self.policies)
         self.rungs: list[dict[str, Any]] = []
 
+    def check_fit(self, max_epochs: int | None) -> None:
+        if not (max_epochs or 0) > 0:
+            raise ValueError(f"method='randaugment' spreads its halvings over the fit's epochs "
+                             f"and needs Trainer(max_epochs=...), got {max_epochs!r}")
+
     @property
     def total_halvings(self) -> int:
         return math.ceil(math.log2(len(self.policies))) if len(self.policies) > 1 else 0
-
-    def setup(self, device: torch.device) -> None:
-        pass
 
     def _augment_with(self, index: int, images: Tensor) -> Tensor:
         policy = self.policies[index]

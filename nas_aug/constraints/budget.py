@@ -1,7 +1,8 @@
 """Budgets on the cost of an architecture, and the cost itself."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: jsonargparse (LightningCLI) evaluates the string
+# annotations of a dataclass's __init__ from the dataclass's fields, which would give
+# Budget(macs=...) the field's type (int) instead of __init__'s (2e6 is a float in YAML).
 import math
 from dataclasses import dataclass
 
@@ -35,7 +36,15 @@ class Budget:
     latency table); ``None`` means unbounded.
 
     ``flops=`` is accepted as another name for ``macs=``: we mean FLOPs as fvcore and papers
-    count them, one per multiply-add (torch's own counter counts two).
+    count them, one per multiply-add (torch's own counter counts two). In a LightningCLI
+    config a budget is a mapping (``budget: {macs: 2e6}``) or ``class_path: nas_aug.Budget``
+    with ``init_args``.
+
+    Args:
+        macs: the most multiply-adds per input (a whole number >= 1).
+        params: the most parameters.
+        flops: another name for ``macs`` (give one of the two).
+        latency_ms: the most milliseconds of a forward pass on the fit's device.
 
     >>> budget = Budget(flops=2e6, params=100_000)
     >>> budget.macs, budget.allows(Cost(macs=1_500_000, params=90_000))
@@ -48,7 +57,8 @@ class Budget:
     params: int | None
     latency_ms: float | None
 
-    def __init__(self, macs=None, params=None, flops=None, latency_ms=None):
+    def __init__(self, macs: int | float | None = None, params: int | float | None = None,
+                 flops: int | float | None = None, latency_ms: float | None = None):
         macs, flops = _positive_int("macs", macs), _positive_int("flops", flops)
         if macs is not None and flops is not None and macs != flops:
             raise ValueError(f"Budget got macs={macs} and flops={flops}; they are the same "

@@ -13,6 +13,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 
 class MacCounter(Protocol):
     """Counts the multiply-adds of one forward pass of ``module`` on ``example_input``."""
@@ -73,14 +75,14 @@ class TorchCounter:
         return mode.get_total_flops() // 2
 
 
-COUNTERS = {"fvcore": FvcoreCounter, "torch": TorchCounter}
+COUNTERS: Registry[type[MacCounter]] = Registry("MAC counter")
+COUNTERS.add("fvcore", FvcoreCounter)
+COUNTERS.add("torch", TorchCounter)
 
 
 def get_counter(name: str) -> MacCounter:
     """The counter registered as ``name`` (``"fvcore"`` or ``"torch"``)."""
-    if name not in COUNTERS:
-        raise ValueError(f"unknown MAC counter {name!r}; choose one of {sorted(COUNTERS)}")
-    return COUNTERS[name]()
+    return COUNTERS.get(name)()
 
 
 def count_params(module: nn.Module) -> int:

@@ -64,6 +64,23 @@ class CIFAR10DataModule(ArrayDataModule):
     float32 ``(channels, img_size, img_size)`` in ``[0, 1]``, labels int64. Data is read from
     ``root/cifar-10-batches-bin`` (the binary release); ``download=True`` fetches it there.
 
+    Args:
+        root: the folder the data is read from (it holds ``cifar-10-batches-bin``).
+        batch_size: images per batch, for every split.
+        heldout_fraction: the share of the training images in the held-out split.
+        train_fraction: the share of the remaining training images trained on.
+        test_fraction: the share of the official test images in the test split.
+        img_size: resize the images to this side, once, in :meth:`setup` (``None``: keep).
+        channels: 3 (colour) or 1 (the colour channels averaged to grey).
+        seed: the seed of the splits and of the training order.
+        num_workers: data-loader worker processes.
+        download: fetch missing files into ``root`` (needs internet).
+
+    Raises:
+        ValueError: a fraction or channel count out of range.
+        FileNotFoundError: the data is not under ``root`` and ``download`` is off, named
+            with the files looked for.
+
     >>> dm = CIFAR10DataModule("data", img_size=16, channels=1)
     >>> dm.input_shape, dm.classes[:2]
     ((1, 16, 16), ('airplane', 'automobile'))

@@ -16,6 +16,21 @@ class DigitsDataModule(ArrayDataModule):
     from an :class:`EpochSeededSampler`, so a resumed fit sees the same batches. Images are
     float32 tensors of shape ``(1, 8, 8)`` in ``[0, 1]``, labels int64.
 
+    Args:
+        batch_size: images per batch, for every split.
+        heldout_fraction: the share of the images in the held-out split.
+        test_fraction: the share of the images in the test split.
+        train_fraction: the share of the remaining training images trained on (below 1 for
+            quick, low-data runs).
+        img_size: resize the images to this side (bilinear, antialiased), once, in
+            :meth:`setup`; ``None`` keeps 8.
+        seed: the seed of the splits and of the training order.
+        num_workers: data-loader worker processes.
+
+    Raises:
+        ValueError: a setting out of range (named with what is accepted), or fractions that
+            leave no training data or a class without images on one side of a split.
+
     >>> dm = DigitsDataModule(batch_size=32)
     >>> dm.setup()
     >>> dm.sizes

@@ -140,6 +140,24 @@ class FashionMNISTDataModule(ArrayDataModule):
     int64. Data is read from ``root`` (Debian's ``dataset-fashion-mnist`` installs it to the
     default); with ``download=True`` missing files are downloaded there by torchvision.
 
+    Args:
+        root: the folder the data is read from (default: where Debian's
+            ``dataset-fashion-mnist`` puts it).
+        batch_size: images per batch, for every split.
+        heldout_fraction: the share of the training images in the held-out split.
+        train_fraction: the share of the remaining training images trained on.
+        test_fraction: the share of the official test images in the test split.
+        img_size: resize the images to this side, once, in :meth:`setup` (``None``: keep).
+        channels: 1 (grey) or 3 (the grey channel tiled).
+        seed: the seed of the splits and of the training order.
+        num_workers: data-loader worker processes.
+        download: fetch missing files into ``root`` (needs internet).
+
+    Raises:
+        ValueError: a fraction or channel count out of range.
+        FileNotFoundError: the data is not under ``root`` and ``download`` is off, named
+            with the files looked for.
+
     >>> dm = FashionMNISTDataModule(img_size=32, channels=3, train_fraction=0.1)
     >>> dm.input_shape, dm.num_classes, dm.classes[0]
     ((3, 32, 32), 10, 'T-shirt/top')

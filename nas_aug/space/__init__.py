@@ -2,7 +2,6 @@
 
 from .choice import ComputedChoice, MappedChoice, Sample, Space, ValueChoice, sample_key
 from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
-from .mixing import mixed, set_mixing
 from .modules import ChoiceModule, ElasticDepth, LayerChoice
 
 __all__ = [
@@ -17,7 +16,5 @@ __all__ = [
     "Sample",
     "Space",
     "ValueChoice",
-    "mixed",
     "sample_key",
-    "set_mixing",
 ]

@@ -13,17 +13,15 @@ the centre crops.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .choice import ComputedChoice, MappedChoice, ValueChoice, largest_value, resolve
+from .mixing import Mix, UnmixableError
 from .modules import ChoiceModule, _require_shape
-
-if TYPE_CHECKING:
-    from .mixing import Mix
 
 # (label, input width under each of its candidates) of a layer whose input width is mixed
 InputWidth = tuple[str, tuple[int, ...]]
@@ -56,8 +54,6 @@ def _mix_of(choice: Any, mixing: dict[str, Mix]) -> Mix | None:
     if isinstance(choice, ComputedChoice):
         mixed = [label for label in choice.labels if label in mixing]
         if mixed:
-            from .mixing import UnmixableError
-
             raise UnmixableError(mixed[0], f"a width is computed from several labels "
                                            f"{list(choice.labels)}")
         return None
@@ -95,7 +91,7 @@ class ElasticConv2d(nn.Conv2d, ChoiceModule):
     """
 
     mixable = True
-    input_width: InputWidth | None = None  # set by set_mixing's probe
+    input_width: InputWidth | None = None  # set by nas_aug.supernet.set_mixing's probe
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | ValueChoice,
                  stride: int = 1, depthwise: bool = False, bias: bool = False,
@@ -178,7 +174,7 @@ class ElasticLinear(nn.Linear, ChoiceModule):
     """
 
     mixable = True
-    input_width: InputWidth | None = None  # set by set_mixing's probe
+    input_width: InputWidth | None = None  # set by nas_aug.supernet.set_mixing's probe
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  out_features_choice: ValueChoice | MappedChoice | ComputedChoice | None = None):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class ChoiceModule(nn.Module):
     """Base of modules whose active structure is set by a sample (see module docstring).
 
-    ``mixing`` (set by :func:`~nas_aug.space.mixing.set_mixing`, ``None`` otherwise) holds the
+    ``mixing`` (set by :func:`~nas_aug.supernet.set_mixing`, ``None`` otherwise) holds the
     weights of the mixed labels this module reads; only a module whose ``mixable`` is true
     honours it.
     """

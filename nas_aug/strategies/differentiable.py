@@ -1,7 +1,7 @@
 """Architecture parameters for gradient-based one-shot NAS: one logit vector per label.
 
 ``alpha`` turns into mixing weights for the supernet's mixed forward
-(:func:`nas_aug.space.set_mixing`): DARTS mixes every candidate by ``softmax(alpha)``; GDAS
+(:func:`nas_aug.supernet.set_mixing`): DARTS mixes every candidate by ``softmax(alpha)``; GDAS
 draws one candidate per label by hard Gumbel-softmax with straight-through gradients, at a
 temperature annealed over the fit. The derived architecture is the most probable one (labels
 are independent, so the arg-max per label); :meth:`ArchitectureParameters.top_k` lists the

@@ -1,6 +1,6 @@
 """Gradient-based one-shot NAS (DARTS, GDAS, ProxylessNAS): the outer loop over ``alpha``.
 
-The weights train under the mixed forward (:func:`nas_aug.space.set_mixing`) with the
+The weights train under the mixed forward (:func:`nas_aug.supernet.set_mixing`) with the
 :class:`Mixture` a strategy's :meth:`GradientStrategy.train_mixing` gives (each strategy
 in its own file says how it mixes: :mod:`.darts`, :mod:`.gdas`, :mod:`.proxyless`). Between
 weight steps, :meth:`GradientStrategy.architecture_step` moves ``alpha`` (its own Adam, never
@@ -31,7 +31,8 @@ from torch import Tensor
 
 from ..bilevel import OuterStep, gradients, unrolled_hypergradient
 from ..result import SearchResult
-from ..space import Sample, mixed, set_mixing
+from ..space import Sample
+from ..supernet import mixed, set_mixing
 from ..validation import check_int, check_positive
 from .base import Scoring, SearchContext, Strategy
 from .differentiable import ArchitectureParameters
@@ -44,7 +45,7 @@ COST_FORMS = ("penalty", "multiplicative")
 @dataclass(frozen=True)
 class Mixture:
     """Mixing weights per label, and the candidates to compute even at weight zero
-    (``support``; see :func:`nas_aug.space.set_mixing`)."""
+    (``support``; see :func:`nas_aug.supernet.set_mixing`)."""
 
     weights: dict[str, Tensor]
     support: dict[str, tuple[int, ...]] = field(default_factory=dict)

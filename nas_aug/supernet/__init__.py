@@ -1,4 +1,5 @@
-"""Supernets: list a model's space, activate a sample, extract a standalone sub-network."""
+"""Supernets: list a model's space, activate a sample, set a mixed forward, extract a standalone
+sub-network."""
 
 from .core import (
     activate,
@@ -9,6 +10,7 @@ from .core import (
     record_input_shapes,
     space_of,
 )
+from .mixing import mixed, set_mixing
 
 __all__ = ["activate", "canonical_sample", "choice_modules", "device_of", "extract_subnet",
-           "record_input_shapes", "space_of"]
+           "mixed", "record_input_shapes", "set_mixing", "space_of"]

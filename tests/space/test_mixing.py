@@ -19,11 +19,9 @@ from nas_aug.space import (
     ElasticLinear,
     LayerChoice,
     ValueChoice,
-    mixed,
-    set_mixing,
 )
 from nas_aug.space.mixing import UnmixableError
-from nas_aug.supernet import activate, choice_modules, space_of
+from nas_aug.supernet import activate, choice_modules, mixed, set_mixing, space_of
 
 
 def one_hot(space, sample) -> dict[str, torch.Tensor]:
