@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from ..strategies import (
     get_strategy,
 )
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
-from ..supernet import activate, device_of, space_of
+from ..supernet import activate, device_of, find_supernet, space_of, supernet_info
 from ..validation import check_int, check_positive
 from ._lightning import as_validation, set_sampler_epoch
 from ._outer_loop import OuterLoop, user_loss
@@ -43,13 +42,10 @@ from ._outer_loop import OuterLoop, user_loss
 SEARCH_STATE_FILE = "search_state.json"
 
 
-def _find_supernet(pl_module: nn.Module) -> nn.Module:
-    """The module built by ``create_space`` (or an NNI space converted by ``from_nni``) inside
-    ``pl_module``, else ``pl_module`` itself."""
-    for module in pl_module.modules():
-        if hasattr(module, "space_name") or hasattr(module, "nni_labels"):
-            return module
-    return pl_module
+def _holds_nni(module: nn.Module) -> bool:
+    """Whether a model holds modules of NNI's (an NNI 3.0 space nas_aug can convert); read
+    off the modules' classes, so nas_aug.nni (and NNI) load only for such a model."""
+    return any(type(m).__module__.partition(".")[0] == "nni" for m in module.modules())
 
 
 def _fingerprint(module: nn.Module) -> str:
@@ -180,14 +176,14 @@ class OneShotNAS(OuterLoop):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
-        if "nni" in sys.modules:  # a model written with NNI 3.0's mutable modules
+        if _holds_nni(pl_module):  # a model written with NNI 3.0's mutable modules
             from ..nni import from_nni, holds_nni
 
             if holds_nni(pl_module):
                 from_nni(pl_module)
                 rank_zero_info("OneShotNAS: converted the NNI space inside "
                                f"{type(pl_module).__name__} to nas_aug choice modules")
-        supernet = _find_supernet(pl_module)
+        supernet = find_supernet(pl_module)
         if self.elastic is not None and not space_of(supernet).labels:
             # before the optimizer is built and before a checkpoint loads into the supernet
             rank_zero_info(f"OneShotNAS: {elasticize(supernet, self.elastic)}")
@@ -206,7 +202,8 @@ class OneShotNAS(OuterLoop):
         self._context = SearchContext(supernet, self.space, self.budget, self.search, self.seed)
         self.strategy.setup(self._context)
         self.cost_table = None
-        shape = self.input_shape or getattr(supernet, "default_input_shape", None)
+        info = supernet_info(supernet)
+        shape = self.input_shape or (None if info is None else info.input_shape)
         if shape is not None:
             self._build_cost_table(tuple(shape))
             self.strategy.prepare(torch.zeros(2, *shape, device=device_of(supernet)))
@@ -241,7 +238,7 @@ class OneShotNAS(OuterLoop):
         elif batch_idx == 0 and tuple(x.shape[1:]) != self.cost_table.input_shape:
             raise ValueError(
                 f"training inputs have shape {tuple(x.shape[1:])} but MACs are counted for "
-                f"{self.cost_table.input_shape} (the space's default_input_shape); pass "
+                f"{self.cost_table.input_shape} (the space's input shape); pass "
                 f"OneShotNAS(input_shape={tuple(x.shape[1:])}) or build the space for it")
         if len(self._recent_inputs) < self.calibration_batches:
             self._recent_inputs.append(x.detach())

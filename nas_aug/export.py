@@ -1,7 +1,7 @@
 """The export: ``architecture.json`` + the sub-network's weights + every candidate + a report,
-``timm.json`` (timm's definition of the sub-network) when it is a timm model timm can build,
-and ``nni_samples.json`` (the chosen and top samples as NNI's ``{label: value}`` dicts) when
-the supernet is an NNI space converted by :func:`nas_aug.nni.from_nni`.
+and the sidecars of the integrations it concerns (:mod:`nas_aug.sidecars`: ``timm.json``,
+timm's definition of a timm sub-network; ``nni_samples.json``, NNI's samples of a converted
+NNI space).
 
 Nothing here is a pickle: the architecture is JSON, the weights are safetensors. A user
 rebuilds the standalone sub-network with :func:`load_architecture` and :func:`build_subnet`.
@@ -10,8 +10,6 @@ rebuilds the standalone sub-network with :func:`load_architecture` and :func:`bu
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,16 +18,16 @@ import torch
 from torch import nn
 
 from .constraints import Budget
+from .elastic_models.timm_export import TIMM_FILE
 from .io import atomic_write, read_tagged_json, write_json
 from .result import SearchResult
-from .supernet import extract_subnet
+from .sidecars import SIDECARS
+from .supernet import SupernetInfo, extract_subnet, supernet_info
 
 FORMAT = "nas_aug.architecture/1"
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "subnet.safetensors"
 CANDIDATES_FILE = "candidates.json"
-TIMM_FILE = "timm.json"
-NNI_SAMPLES_FILE = "nni_samples.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ class Architecture:
     probabilities: dict[str, Any] = field(default_factory=dict)  # gradient strategies: softmax
     note: str | None = None
     weights: str | None = WEIGHTS_FILE
+    origin: str = "custom"  # the supernet's (SupernetInfo): catalogue, timm, nni or custom
     directory: Path | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,10 +90,9 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
     example = torch.zeros(1, *result.input_shape,
                           dtype=torch.float32 if weight is None else weight.dtype)
     subnet = extract_subnet(supernet, result.sample, example)
-    chosen = result.chosen
+    chosen, info = result.chosen, supernet_info(supernet) or SupernetInfo()
     arch = Architecture(
-        space=getattr(supernet, "space_name", None),
-        space_kwargs=dict(getattr(supernet, "space_kwargs", {})),
+        space=info.space_name, space_kwargs=dict(info.space_kwargs), origin=info.origin,
         sample=dict(result.sample), input_shape=tuple(result.input_shape), macs=chosen.macs,
         params=chosen.params, latency_ms=chosen.latency_ms, score=chosen.score,
         budget=_limits(result.budget),
@@ -103,8 +101,10 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         note=result.note, directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    _write_timm(directory, subnet, result.input_shape)
-    _write_nni_samples(directory, supernet, [result.sample, *(c.sample for c in result.top)])
+    for name in SIDECARS:  # a sidecar of an earlier export of another origin goes
+        sidecar = SIDECARS.get(name)
+        (directory / sidecar.filename).unlink(missing_ok=True)
+        sidecar.write(directory, supernet, subnet, result)
     write_json(directory / ARCHITECTURE_FILE, arch.to_json())
     candidates = [c.to_json() for c in result.candidates]
     if candidates:
@@ -116,47 +116,6 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
 def _limits(budget: Budget | None) -> dict[str, Any]:
     """The limits a budget sets, as JSON data (none for no budget)."""
     return {} if budget is None else {k: v for k, v in asdict(budget).items() if v is not None}
-
-
-def _write_timm(directory: Path, subnet: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Write ``timm.json`` if ``subnet`` is (or runs) a timm MobileNetV3 / EfficientNet /
-    ResNet that timm can build, checked on a batch; else remove a stale one, and warn why when
-    ``subnet`` holds a timm model of those classes."""
-    from .elastic_models.timm_export import MODELS, check_timm, timm_definition
-
-    path = directory / TIMM_FILE
-    path.unlink(missing_ok=True)
-    if not any(type(m) in MODELS.values() for m in subnet.modules()):
-        return
-    weight = next(subnet.parameters())
-    inputs = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
-    try:
-        definition = timm_definition(subnet)
-        difference = check_timm(subnet, definition, inputs.to(weight.device, weight.dtype))
-    except ValueError as err:
-        warnings.warn(f"no {TIMM_FILE} in {directory}: {err}", stacklevel=3)
-        return
-    if difference > 1e-4:
-        warnings.warn(f"no {TIMM_FILE} in {directory}: timm's build of the sub-network gives "
-                      f"outputs {difference:.3g} away from it", stacklevel=3)
-        return
-    write_json(path, definition)
-
-
-def _write_nni_samples(directory: Path, supernet: nn.Module, samples: list[Mapping]) -> None:
-    """Write ``nni_samples.json`` (the distinct ``samples``, in order, restricted to the NNI
-    space's labels) if ``supernet`` is a converted NNI space; else remove a stale one."""
-    path = directory / NNI_SAMPLES_FILE
-    path.unlink(missing_ok=True)
-    labels = getattr(supernet, "nni_labels", None)
-    if labels is None:
-        return
-    distinct: list[dict[str, Any]] = []
-    for sample in samples:
-        nni_sample = {label: sample[label] for label in labels}
-        if nni_sample not in distinct:
-            distinct.append(nni_sample)
-    write_json(path, distinct, indent=1)
 
 
 def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn.Module:
@@ -204,7 +163,7 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
 
     if arch.space is None:
         timm_file = None if arch.directory is None else arch.directory / TIMM_FILE
-        if arch.directory is not None and (arch.directory / NNI_SAMPLES_FILE).exists():
+        if arch.origin == "nni":
             raise ValueError("this architecture is a sample of an NNI space; your space's code "
                              "builds it: nas_aug.nni.load_nni_subnet(space, export_dir)")
         if timm_file is None or not timm_file.exists():

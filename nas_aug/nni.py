@@ -33,6 +33,8 @@ from typing import Any
 
 from torch import nn
 
+from .io import write_json
+from .sidecars import SIDECARS, Sidecar
 from .space import ElasticBatchNorm2d, ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice
 from .space.choice import (
     ComputedChoice,
@@ -43,7 +45,7 @@ from .space.choice import (
     largest_value,
     resolve,
 )
-from .supernet import space_of
+from .supernet import SupernetInfo, mark_supernet, space_of, supernet_info
 
 try:
     with warnings.catch_warnings():  # nni 3.0 warns about torch classes it does not know
@@ -63,13 +65,16 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the install
     raise ImportError("nas_aug.nni needs NNI 3.0: pip install 'nas_aug[nni]'") from err
 
+NNI_SAMPLES_FILE = "nni_samples.json"
+
+
 class Unconvertible(ValueError):
     """An NNI space uses features nas_aug does not convert; the message lists every one."""
 
 
 def holds_nni(model: nn.Module) -> bool:
     """Whether ``model`` holds an NNI space that :func:`from_nni` has not converted."""
-    return any(isinstance(m, MutableModule) and not hasattr(m, "nni_labels")
+    return any(isinstance(m, MutableModule) and supernet_info(m) is None
                for m in model.modules())
 
 
@@ -78,7 +83,8 @@ def from_nni(model: nn.Module) -> nn.Module:
     (the returned module is ``model`` unless ``model`` itself is a layer NNI mutates).
 
     The space (labels and candidate values) stays NNI's. Every NNI model space converted is
-    marked as a supernet root (``nni_labels``), so callbacks search and export it alone.
+    marked as a supernet root (a :class:`~nas_aug.supernet.SupernetInfo` of origin ``"nni"``
+    holding its labels), so callbacks search and export it alone.
     Anything that cannot be converted raises :class:`Unconvertible` listing each place and
     reason, before ``model`` is changed.
 
@@ -90,7 +96,7 @@ def from_nni(model: nn.Module) -> nn.Module:
     ...         self.fc = MutableLinear(4, nni.choice("width", [8, 16]))
     ...         self.act = LayerChoice([nn.ReLU(), nn.Tanh()], label="act")
     >>> net = from_nni(Net())
-    >>> type(net.fc).__name__, net.nni_labels
+    >>> type(net.fc).__name__, supernet_info(net).labels
     ('ElasticLinear', ('width', 'act'))
     """
     problems = [f"{path or 'the model'} ({type(m).__name__}): {problem}"
@@ -104,8 +110,27 @@ def from_nni(model: nn.Module) -> nn.Module:
     converted = _convert(model)
     for root in roots:
         root = converted if root is model else root
-        root.nni_labels = space_of(root).labels
+        mark_supernet(root, SupernetInfo(origin="nni", labels=tuple(space_of(root).labels)))
     return converted
+
+
+def write_nni_samples(directory: Path, supernet: nn.Module, subnet: nn.Module,
+                      result: Any) -> None:
+    """Write ``nni_samples.json`` (the chosen and top samples, distinct, in order, as NNI's
+    ``{label: value}`` dicts over the NNI space's labels) if ``supernet`` is a converted NNI
+    space."""
+    info = supernet_info(supernet)
+    if info is None or info.origin != "nni":
+        return
+    distinct: list[dict[str, Any]] = []
+    for sample in [result.sample, *(candidate.sample for candidate in result.top)]:
+        nni_sample = {label: sample[label] for label in info.labels}
+        if nni_sample not in distinct:
+            distinct.append(nni_sample)
+    write_json(directory / NNI_SAMPLES_FILE, distinct, indent=1)
+
+
+SIDECARS.add("nni", Sidecar(NNI_SAMPLES_FILE, write_nni_samples))
 
 
 def load_nni_subnet(space: nn.Module, export_dir: str | os.PathLike,
@@ -116,7 +141,7 @@ def load_nni_subnet(space: nn.Module, export_dir: str | os.PathLike,
     ``export_dir`` holds the export of a search over ``from_nni(space)``."""
     from safetensors.torch import load_file
 
-    from .export import NNI_SAMPLES_FILE, WEIGHTS_FILE, load_architecture
+    from .export import WEIGHTS_FILE, load_architecture
 
     export_dir = Path(export_dir)
     samples = json.loads((export_dir / NNI_SAMPLES_FILE).read_text())

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from ..supernet import SupernetInfo
 from ..validation import closest_match
 
 _SPACES: dict[str, type[SearchSpace]] = {}
@@ -35,7 +36,8 @@ class SearchSpace(nn.Module):
 
     An instance remembers ``space_name`` (the class's ``name``) and ``space_kwargs`` (the
     arguments it was built with, as given), however it was built: ``create_space(name, **kw)``,
-    ``Cls(**kw)``, or a config's ``class_path`` / ``init_args``.
+    ``Cls(**kw)``, or a config's ``class_path`` / ``init_args``; its ``supernet_info`` is the
+    :class:`~nas_aug.supernet.SupernetInfo` the callbacks and the export read.
     """
 
     name: ClassVar[str]
@@ -55,6 +57,14 @@ class SearchSpace(nn.Module):
         object.__setattr__(self, "space_name", getattr(cls, "name", None))
         object.__setattr__(self, "space_kwargs", dict(arguments))
         return self
+
+    @property
+    def supernet_info(self) -> SupernetInfo:
+        """The supernet's record: from the catalogue, rebuilt by ``space_name`` and
+        ``space_kwargs``, for inputs of ``default_input_shape``."""
+        return SupernetInfo(origin="catalogue", space_name=self.space_name,
+                            space_kwargs=dict(self.space_kwargs),
+                            input_shape=tuple(self.default_input_shape))
 
 
 def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:

@@ -19,7 +19,7 @@ from nas_aug.elastic_models._timm import decode_arch_def
 from nas_aug.elastic_models.layers import width_choice
 from nas_aug.space import ElasticConv2d
 from nas_aug.strategies.evaluation import recalibrate_batch_norm, top1_accuracy
-from nas_aug.supernet import activate, choice_modules, extract_subnet, mixed, space_of
+from nas_aug.supernet import activate, choice_modules, extract_subnet, mixed, space_of, unmixable
 
 SHAPE = (1, 32, 32)
 # tiny timm models of each family (name, create_model options)
@@ -164,7 +164,7 @@ def test_mixed_forward_differentiates_every_label():
     with mixed(model, {k: a.softmax(0) for k, a in alpha.items()}, example_input=x):
         model(x).square().sum().backward()
     assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in alpha.values())
-    assert model._mixing_plan.unmixable == {}
+    assert unmixable(model) == {}
 
 
 def test_one_shot_nas_fit_on_an_elasticized_timm_model(tmp_path):

@@ -18,7 +18,7 @@ from torch import nn
 
 from nas_aug.data import DigitsDataModule
 from nas_aug.space import LayerChoice as NasAugLayerChoice
-from nas_aug.supernet import extract_subnet, space_of
+from nas_aug.supernet import extract_subnet, space_of, supernet_info
 
 HAVE_NNI = importlib.util.find_spec("nni") is not None
 needs_nni = pytest.mark.skipif(not HAVE_NNI, reason="NNI is not installed (the nas_aug[nni] "
@@ -73,7 +73,7 @@ def test_the_converted_space_has_nni_s_labels_and_values():
     converted = from_nni(NNINet())
     nni_space = NNINet().simplify()
     ours = space_of(converted)
-    assert set(ours.labels) == set(nni_space) == set(converted.nni_labels)
+    assert set(ours.labels) == set(nni_space) == set(supernet_info(converted).labels)
     for label, choice in nni_space.items():
         assert sorted(ours.candidates(label)) == sorted(choice.values), label
     assert not any(type(m).__module__.startswith("nni.") for m in converted.modules()

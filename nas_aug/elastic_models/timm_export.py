@@ -13,17 +13,22 @@ by building it: timm's modules must match the sub-network's one by one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from timm.layers import create_act_layer, get_act_layer
 from torch import nn
 
+from ..io import write_json
+from ..sidecars import SIDECARS, Sidecar
 from .family import MODELS, family_of
 
 TIMM_FORMAT = "nas_aug.timm/1"
+TIMM_FILE = "timm.json"
 # timm activation names, first match wins
 _ACTS = ("relu", "relu6", "hard_swish", "silu", "mish", "gelu", "gelu_tanh", "hard_sigmoid",
          "sigmoid", "tanh", "leaky_relu", "elu", "celu", "selu", "quick_gelu")
@@ -157,3 +162,27 @@ def check_timm(net: nn.Module, definition: Mapping[str, Any], inputs: torch.Tens
         raise ValueError(f"the sub-network's forward ({type(net).__name__}) does more than "
                          f"run its timm model {prefix[:-1]!r} on the input")
     return (output - expected).abs().max().item()
+
+
+def write_timm_sidecar(directory: Path, supernet: nn.Module, subnet: nn.Module,
+                       result: Any) -> None:
+    """Write ``timm.json`` if ``subnet`` is (or runs) a timm model of a registered family
+    that timm can build, checked on a batch; warn why not when it holds one timm cannot."""
+    if not any(type(m) in MODELS.values() for m in subnet.modules()):
+        return
+    weight = next(subnet.parameters())
+    inputs = torch.rand(2, *result.input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        definition = timm_definition(subnet)
+        difference = check_timm(subnet, definition, inputs.to(weight.device, weight.dtype))
+    except ValueError as err:
+        warnings.warn(f"no {TIMM_FILE} in {directory}: {err}", stacklevel=4)
+        return
+    if difference > 1e-4:
+        warnings.warn(f"no {TIMM_FILE} in {directory}: timm's build of the sub-network gives "
+                      f"outputs {difference:.3g} away from it", stacklevel=4)
+        return
+    write_json(directory / TIMM_FILE, definition)
+
+
+SIDECARS.add("timm", Sidecar(TIMM_FILE, write_timm_sidecar))

@@ -8,7 +8,7 @@ import warnings
 from torch import nn
 
 from ..space import ElasticDepth
-from ..supernet import space_of
+from ..supernet import SupernetInfo, mark_supernet, space_of
 from .family import families
 from .spec import ElasticReport, ElasticSpec
 
@@ -30,7 +30,9 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
     weights, and the largest sample (the default active one) is exactly the original model.
 
     Labels are module names: ``"<block>.width"`` (a ratio of the inner channels),
-    ``"<block>.kernel"``, ``"<stage>.depth"``. Returns an :class:`ElasticReport`; the modules
+    ``"<block>.kernel"``, ``"<stage>.depth"``; ``model`` gets a
+    :class:`~nas_aug.supernet.SupernetInfo` of origin ``"timm"``. Returns an
+    :class:`ElasticReport`; the modules
     left as they were are also listed in a warning. ``ValueError`` if nothing can be made
     elastic (the model is then unchanged) or ``model`` already holds choice modules.
 
@@ -83,6 +85,7 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
         raise ValueError(f"elasticize found no layer it can make elastic in "
                          f"{type(model).__name__} under {spec}: it looks for the blocks of "
                          f"timm's {_looked_for()}{skipped}")
+    mark_supernet(model, SupernetInfo(origin="timm"))
     if report.skipped:
         warnings.warn(f"elasticize left {len(report.skipped)} module(s) of "
                       f"{report.model} as they were: "

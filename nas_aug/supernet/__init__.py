@@ -10,7 +10,9 @@ from .core import (
     record_input_shapes,
     space_of,
 )
-from .mixing import mixed, set_mixing
+from .mixing import mixed, set_mixing, unmixable
+from .record import SupernetInfo, find_supernet, mark_supernet, supernet_info
 
-__all__ = ["activate", "canonical_sample", "choice_modules", "device_of", "extract_subnet",
-           "mixed", "record_input_shapes", "set_mixing", "space_of"]
+__all__ = ["SupernetInfo", "activate", "canonical_sample", "choice_modules", "device_of",
+           "extract_subnet", "find_supernet", "mark_supernet", "mixed", "record_input_shapes",
+           "set_mixing", "space_of", "supernet_info", "unmixable"]

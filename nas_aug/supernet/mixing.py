@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ..space import ChoiceModule, LayerChoice, Space, sample_key
 from ..space.elastic import ElasticConv2d, ElasticLinear, InputWidth, _sources
 from ..space.mixing import Mix, UnmixableError, check_weights
 from .core import activate, choice_modules, device_of, record_input_shapes, space_of
+from .record import supernet_info
 
 __all__ = ["mixed", "set_mixing"]
 
@@ -37,10 +39,11 @@ def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
     value is one path, the gradient needs both sampled paths); by default a mixture
     computes the candidates with a non-zero weight.
 
-    The first call probes the supernet with ``example_input`` (default: a random batch of
-    ``supernet.default_input_shape``). ``ValueError`` for bad weights and for labels that
-    cannot be mixed (the message says why). Set the weights again after each optimiser step
-    of theirs: the mixture keeps the tensors given here, with their autograd graph.
+    The first call probes the supernet with ``example_input`` (default: a random batch of the
+    input shape in its :class:`~nas_aug.supernet.SupernetInfo`). ``ValueError`` for bad
+    weights and for labels that cannot be mixed (the message says why). Set the weights again
+    after each optimiser step of theirs: the mixture keeps the tensors given here, with their
+    autograd graph.
 
     >>> from nas_aug.space import LayerChoice
     >>> op = LayerChoice("op", {"relu": nn.ReLU(), "tanh": nn.Tanh()})
@@ -59,13 +62,24 @@ def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,
         return
     weights = check_weights(space_of(supernet) if space is None else space, weights)
     mixes = _mixes(weights, support or {})
-    plan = supernet.__dict__.get("_mixing_plan")
-    if plan is None:
-        plan = supernet._mixing_plan = _probe(supernet, example_input)
+    refused = unmixable(supernet, example_input)
     for label in mixes:
-        if label in plan.unmixable:
-            raise UnmixableError(label, plan.unmixable[label])
-    _install(modules, mixes, plan.input_widths)
+        if label in refused:
+            raise UnmixableError(label, refused[label])
+    _install(modules, mixes, _PLANS[supernet].input_widths)
+
+
+def unmixable(supernet: nn.Module, example_input: Tensor | None = None) -> dict[str, str]:
+    """The labels of ``supernet`` that cannot be mixed, each with the reason (probing the
+    supernet as :func:`set_mixing` does, once).
+
+    >>> from nas_aug.space import LayerChoice
+    >>> unmixable(LayerChoice("op", [nn.ReLU(), nn.Tanh()]), example_input=torch.ones(1, 2))
+    {}
+    """
+    if supernet not in _PLANS:
+        _PLANS[supernet] = _probe(supernet, example_input)
+    return dict(_PLANS[supernet].unmixable)
 
 
 @contextmanager
@@ -134,6 +148,10 @@ class _Plan:
     unmixable: dict[str, str]  # label -> why it cannot be mixed
 
 
+# the probe's findings per supernet, made on its first mixing (kept off the user's model)
+_PLANS: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
+
+
 @torch.no_grad()
 def _probe(supernet: nn.Module, example_input: Tensor | None) -> _Plan:
     """On an eval-mode copy: find which label sets the input width of each width-reading layer
@@ -143,10 +161,12 @@ def _probe(supernet: nn.Module, example_input: Tensor | None) -> _Plan:
     space, modules = space_of(net), choice_modules(net)
     _install(modules, {}, {})
     if example_input is None:
-        shape = getattr(supernet, "default_input_shape", None)
+        info = supernet_info(supernet)
+        shape = None if info is None else info.input_shape
         if shape is None:
-            raise ValueError(f"{type(supernet).__name__} has no default_input_shape: pass "
-                             "example_input (a batch of inputs) to find the width of each layer")
+            raise ValueError(f"{type(supernet).__name__} records no input shape (its "
+                             "SupernetInfo): pass example_input (a batch of inputs) to find "
+                             "the width of each layer")
         example_input = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     x = example_input.to(device_of(net))
     readers = {module: name for name, module in modules if _reads_width(module)}

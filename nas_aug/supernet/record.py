@@ -1,0 +1,62 @@
+"""One typed record of what a supernet is, kept on the model as timm keeps one
+``pretrained_cfg``: where it came from (the catalogue, an elasticized timm model, a converted
+NNI space, or the user's own choice modules), how to rebuild it, its input shape.
+
+``create_space`` (every :class:`~nas_aug.search_spaces.SearchSpace`), ``elasticize`` and
+``nas_aug.nni.from_nni`` set it; the callbacks, the mixing probe and the export read it and
+nothing else.
+
+>>> from torch import nn
+>>> net = nn.Linear(4, 2)
+>>> mark_supernet(net, SupernetInfo(origin="custom", input_shape=(4,)))
+>>> supernet_info(net).input_shape, find_supernet(nn.Sequential(nn.ReLU(), net)) is net
+((4,), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+ORIGINS = ("catalogue", "timm", "nni", "custom")
+ATTRIBUTE = "supernet_info"
+
+
+@dataclass(frozen=True)
+class SupernetInfo:
+    """What a supernet is: its ``origin`` (one of :data:`ORIGINS`); for the catalogue, the
+    registered ``space_name`` and the ``space_kwargs`` that rebuild it; the
+    ``input_shape`` (channels, height, width) it is built for, where known; and ``labels``,
+    the labels of the origin's own space (an NNI space's), where the origin has one."""
+
+    origin: str = "custom"
+    space_name: str | None = None
+    space_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.origin not in ORIGINS:
+            raise ValueError(f"SupernetInfo origin must be one of {list(ORIGINS)}, "
+                             f"got {self.origin!r}")
+
+
+def supernet_info(model: nn.Module) -> SupernetInfo | None:
+    """The record on ``model`` itself (``None`` if it has none)."""
+    info = getattr(model, ATTRIBUTE, None)
+    return info if isinstance(info, SupernetInfo) else None
+
+
+def mark_supernet(model: nn.Module, info: SupernetInfo) -> None:
+    """Keep ``info`` on ``model`` (a plain attribute: not in its ``state_dict``)."""
+    if not isinstance(info, SupernetInfo):
+        raise TypeError(f"info must be a SupernetInfo, got {info!r}")
+    setattr(model, ATTRIBUTE, info)
+
+
+def find_supernet(model: nn.Module) -> nn.Module:
+    """The outermost module inside ``model`` (itself included) that carries a record, else
+    ``model`` itself (a model of the user's own choice modules)."""
+    return next((m for m in model.modules() if supernet_info(m) is not None), model)
