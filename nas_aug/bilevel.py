@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OuterStep", "gradients", "preserved_buffers", "unrolled_hypergradient"]
+__all__ = ["OuterOptimizer", "OuterStep", "gradients", "preserved_buffers",
+           "unrolled_hypergradient"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,46 @@ class OuterStep:
     lr: float
     step: int
     reduce: Callable[[Tensor], Tensor] | None = None
+
+
+class OuterOptimizer:
+    """Adam on the parameters of ``variables`` (an architecture's ``alpha``, a policy), kept
+    apart from the user's optimizer: betas (0.5, 0.999) as DARTS and DADA use them.
+
+    >>> alpha = nn.Linear(2, 1)
+    >>> outer = OuterOptimizer(alpha, lr=0.1)
+    >>> outer.step([torch.ones(1, 2), torch.ones(1)])
+    >>> all(p.grad is None for p in alpha.parameters())
+    True
+    """
+
+    def __init__(self, variables: nn.Module, lr: float, weight_decay: float = 0.0):
+        self.variables, self.lr, self.weight_decay = variables, lr, weight_decay
+        self.optimizer = self._new()
+
+    def _new(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.variables.parameters(), lr=self.lr, betas=(0.5, 0.999),
+                                weight_decay=self.weight_decay)
+
+    def to(self, device: torch.device) -> None:
+        """Move the variables and Adam's moments to ``device``."""
+        state = self.optimizer.state_dict()
+        self.variables.to(device)
+        self.load_state_dict(state)
+
+    def step(self, grads: Sequence[Tensor]) -> None:
+        """One Adam step along ``grads`` (one per parameter, in order); no gradient stays."""
+        for parameter, grad in zip(self.variables.parameters(), grads):
+            parameter.grad = grad
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer = self._new()  # on the variables' device: load_state_dict moves state
+        self.optimizer.load_state_dict(state)
 
 
 def gradients(loss: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:

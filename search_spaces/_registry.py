@@ -8,17 +8,16 @@ same supernet, which remembers ``space_name`` and ``space_kwargs`` so an export 
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import json
 from typing import Any, ClassVar
 
 from torch import nn
 
+from ..registry import Registry
 from ..supernet import SupernetInfo
-from ..validation import closest_match
 
-_SPACES: dict[str, type[SearchSpace]] = {}
+_SPACES: Registry[type[SearchSpace]] = Registry("space")
 
 
 def _constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -83,8 +82,6 @@ def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"{cls.__name__}.name must be the space's registry name (an "
                          f"identifier such as 'mobilenet_tiny'), got {name!r}")
-    if name in _SPACES:
-        raise ValueError(f"a space named {name!r} is already registered")
     for parameter in _constructor_parameters(cls).values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise TypeError(f"{cls.__name__}.__init__ takes *{parameter.name}: a space's "
@@ -92,13 +89,12 @@ def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
         if parameter.annotation is parameter.empty:
             raise TypeError(f"{cls.__name__}.__init__ argument {parameter.name!r} has no type "
                             "hint: a config needs one to parse it")
-    _SPACES[name] = cls
-    return cls
+    return _SPACES.add(name, cls)
 
 
 def list_spaces(pattern: str = "*") -> list[str]:
     """Registered space names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _SPACES if fnmatch.fnmatch(n, pattern))
+    return _SPACES.names(pattern)
 
 
 def create_space(name: str, **kwargs) -> nn.Module:
@@ -110,12 +106,10 @@ def create_space(name: str, **kwargs) -> nn.Module:
     >>> net.space_name, net.default_input_shape, type(net).__name__
     ('mobilenet_tiny', (1, 8, 8), 'MobileNetTiny')
     """
-    if name not in _SPACES:
-        raise ValueError(f"unknown space {name!r}{closest_match(name, _SPACES)}; "
-                         f"registered spaces are {list_spaces()}")
-    accepted = _constructor_parameters(_SPACES[name])
+    space = _SPACES.get(name)
+    accepted = _constructor_parameters(space)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"space {name!r} got unknown arguments {unknown}; "
                          f"it accepts {list(accepted)}")
-    return _SPACES[name](**kwargs)
+    return space(**kwargs)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..bilevel import OuterStep, gradients, unrolled_hypergradient
+from ..bilevel import OuterOptimizer, OuterStep, gradients, unrolled_hypergradient
 from ..registry import Registry
 from ..validation import check_int, check_positive
 from .apply import apply_params, sample_params
@@ -107,17 +107,11 @@ class DadaSearch(PolicySearch):
         self.policy = DifferentiablePolicy(tuple(ops), temperature=temperature, seed=seed)
         self.update_every = check_int("update_every", update_every, 1)
         self.top_k = check_int("top_k", top_k, 1)
-        self.optimizer = self._new_optimizer()
+        self.optimizer = OuterOptimizer(self.policy, self.lr)
         self.updates = 0
 
-    def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.policy.parameters(), lr=self.lr, betas=(0.5, 0.999))
-
     def setup(self, device: torch.device) -> None:
-        state = self.optimizer.state_dict()
-        self.policy.to(device)
-        self.optimizer = self._new_optimizer()
-        self.optimizer.load_state_dict(state)  # moves Adam's moments to the policy's device
+        self.optimizer.to(device)
 
     @torch.no_grad()
     def augment(self, images: Tensor) -> Tensor:
@@ -130,10 +124,7 @@ class DadaSearch(PolicySearch):
         outer = list(self.policy.parameters())
         grads = unrolled_hypergradient(lambda: step.train_loss(self.policy(step.images, noise)),
                                        step.heldout_loss, step.weights, outer, step.lr)
-        for parameter, grad in zip(outer, grads):
-            parameter.grad = grad if step.reduce is None else step.reduce(grad)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step(grads if step.reduce is None else [step.reduce(g) for g in grads])
         self.policy.project_()
         self.updates += 1
 
@@ -157,7 +148,6 @@ class DadaSearch(PolicySearch):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
 

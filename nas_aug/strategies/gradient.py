@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..bilevel import OuterStep, gradients, unrolled_hypergradient
+from ..bilevel import OuterOptimizer, OuterStep, gradients, unrolled_hypergradient
 from ..result import SearchResult
 from ..space import Sample
 from ..supernet import mixed, set_mixing
@@ -128,12 +128,8 @@ class GradientStrategy(Strategy):
         super().setup(context)
         self.alpha = ArchitectureParameters(context.space)
         self.generator = torch.Generator().manual_seed(self._seed)
-        self.optimizer = self._new_optimizer()
+        self.optimizer = OuterOptimizer(self.alpha, self.lr, self.weight_decay)
         self.updates, self.last_losses = 0, {}
-
-    def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.alpha.parameters(), lr=self.lr, betas=(0.5, 0.999),
-                                weight_decay=self.weight_decay)
 
     def prepare(self, example: Tensor) -> None:
         """Fail now if a label cannot be mixed (the probe runs on a copy of the supernet)."""
@@ -142,10 +138,7 @@ class GradientStrategy(Strategy):
         set_mixing(supernet, None)
 
     def to(self, device: torch.device) -> None:
-        state = self.optimizer.state_dict()
-        self.alpha.to(device)
-        self.optimizer = self._new_optimizer()
-        self.optimizer.load_state_dict(state)  # moves Adam's moments to alpha's device
+        self.optimizer.to(device)
 
     def outer_step(self, step: OuterStep) -> None:
         """One step on ``alpha`` from the user's losses, the supernet mixed as it asks."""
@@ -279,10 +272,7 @@ class GradientStrategy(Strategy):
             grads = [float(factor.detach()) * g + self.last_losses["heldout"] * d
                      for g, d in zip(grads, scale)]
         regular = gradients(self.regulariser(step), params)
-        for parameter, grad, extra in zip(params, grads, regular):
-            parameter.grad = grad + extra
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step([grad + extra for grad, extra in zip(grads, regular)])
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -291,7 +281,6 @@ class GradientStrategy(Strategy):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.alpha.load_state_dict(state["alpha"])
-        self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.updates = state["updates"]
