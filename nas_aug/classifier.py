@@ -19,6 +19,15 @@ class ImageClassifier(pl.LightningModule):
     device by :class:`~nas_aug.augment.PolicyAugment` (seeded by ``augment_seed``); validation
     and test batches never are.
 
+    Args:
+        net: the network to train.
+        lr: AdamW's learning rate (the cosine schedule's peak).
+        weight_decay: AdamW's weight decay.
+        label_smoothing: the cross-entropy's label smoothing.
+        channels_last: store the network's weights channels-last.
+        policy: an augmentation policy for the training batches (``None``: none).
+        augment_seed: the seed of the policy's draws.
+
     >>> model = ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
     >>> model(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 10])

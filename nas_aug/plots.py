@@ -1,6 +1,7 @@
 """Plots of a finished search: held-out score against MACs with the Pareto front, and progress.
 
-Each candidate is a dict with at least ``score`` (held-out score, higher is better), ``macs``
+Each candidate is a dict (a :class:`~nas_aug.result.Candidate` as JSON) with at least ``score``
+(held-out score, higher is better), ``macs``
 (multiply-adds, fvcore's "flops"), ``params`` and ``seconds`` (elapsed seconds since the search
 began when the candidate finished). The plots are PNG files written atomically. matplotlib is
 imported only when a plot is drawn, and only through ``matplotlib.figure.Figure`` with the Agg
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write
+from .result import CANDIDATE_KEYS
 
-CANDIDATE_KEYS = ("score", "macs", "params", "seconds")
 FIGSIZE = (6.0, 4.0)  # inches
 DPI = 120
 

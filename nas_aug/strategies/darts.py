@@ -11,8 +11,15 @@ from .gradient import GradientStrategy, Mixture
 @STRATEGIES.register("darts")
 class DARTS(GradientStrategy):
     """DARTS with beta-decay: the weights train under the mixture of every candidate by
-    ``softmax(alpha)``, and so does the held-out loss of each architecture step. The
-    arguments are :class:`~nas_aug.strategies.gradient.GradientStrategy`'s.
+    ``softmax(alpha)``, and so does the held-out loss of each architecture step (the
+    arguments in full: :class:`~nas_aug.strategies.gradient.GradientStrategy`).
+
+    Args:
+        lr, weight_decay: Adam's on ``alpha``.
+        order: 1 (first order) or 2 (the unrolled hypergradient).
+        beta_decay: the weight of beta-DARTS's collapse remedy (0: off).
+        cost_weight, cost_form, cost_exponent: how the budget enters the outer loss
+            (``"penalty"`` or ProxylessNAS's ``"multiplicative"`` form).
 
     >>> from nas_aug.space import Space, ValueChoice
     >>> from nas_aug.strategies import SearchContext

@@ -16,8 +16,19 @@ from .gradient import GradientStrategy, Mixture
 class GDAS(GradientStrategy):
     """GDAS: each step draws one candidate per label by hard Gumbel-softmax with
     straight-through gradients, at a temperature annealed linearly from ``temperature[0]``
-    to ``temperature[1]`` over the fit's epochs (so the fit needs ``max_epochs``). The other
-    arguments are :class:`~nas_aug.strategies.gradient.GradientStrategy`'s.
+    to ``temperature[1]`` over the fit's epochs (so the fit needs ``max_epochs``; the other
+    arguments in full: :class:`~nas_aug.strategies.gradient.GradientStrategy`).
+
+    Args:
+        lr, weight_decay: Adam's on ``alpha``.
+        order: 1 (first order) or 2 (the unrolled hypergradient).
+        beta_decay: the weight of beta-DARTS's collapse remedy (0: off).
+        cost_weight, cost_form, cost_exponent: how the budget enters the outer loss
+            (``"penalty"`` or ProxylessNAS's ``"multiplicative"`` form).
+        temperature: ``(start, end)`` of the annealed Gumbel-softmax temperature.
+
+    Raises:
+        ValueError: a value out of range; in a fit, no ``max_epochs``.
 
     >>> gdas = GDAS(temperature=(10, 0.1))
     >>> gdas.set_epoch(1, max_epochs=3)

@@ -15,8 +15,15 @@ class ProxylessNAS(GradientStrategy):
     architecture step draws two candidates per label and a binary gate between them, so the
     forward is one path while the gate's straight-through gradient reaches both candidates'
     logits (the paper's two-path estimator). Pass ``cost_form="multiplicative"`` for the
-    paper's cost term. The arguments are
-    :class:`~nas_aug.strategies.gradient.GradientStrategy`'s.
+    paper's cost term (the arguments in full:
+    :class:`~nas_aug.strategies.gradient.GradientStrategy`).
+
+    Args:
+        lr, weight_decay: Adam's on ``alpha``.
+        order: 1 (first order) or 2 (the unrolled hypergradient).
+        beta_decay: the weight of beta-DARTS's collapse remedy (0: off).
+        cost_weight, cost_form, cost_exponent: how the budget enters the outer loss
+            (``"penalty"`` or ProxylessNAS's ``"multiplicative"`` form).
 
     >>> from nas_aug.space import Space, ValueChoice
     >>> from nas_aug.strategies import SearchContext
