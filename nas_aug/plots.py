@@ -1,9 +1,9 @@
 """Plots of a finished search: held-out score against MACs with the Pareto front, and progress.
 
-Each candidate is a dict (a :class:`~nas_aug.result.Candidate` as JSON) with at least ``score``
-(held-out score, higher is better), ``macs``
-(multiply-adds, fvcore's "flops"), ``params`` and ``seconds`` (elapsed seconds since the search
-began when the candidate finished). The plots are PNG files written atomically. matplotlib is
+Each candidate is a dict (a :class:`~nas_aug.result.Candidate` as JSON) with at least
+``score`` (held-out score, higher is better), ``macs`` (multiply-adds, fvcore's "flops"),
+``params`` and ``seconds`` (elapsed seconds since the search began when the candidate
+finished). The plots are PNG files written atomically. matplotlib is
 imported only when a plot is drawn, and only through ``matplotlib.figure.Figure`` with the Agg
 canvas: no pyplot, no global backend switch, no figures left open.
 """
