@@ -11,7 +11,8 @@ pins ``filelock<3.12``), each timing and measuring itself, at two levels:
 
 * ``step``: the search step in plain torch, no Lightning: DARTS = one first-order
   architecture step on a held-out batch, then one weight step (SGD) on a training batch, as
-  NNI's ``DartsLightningModule.training_step`` and our ``OneShotNAS._architecture_step`` do;
+  NNI's ``DartsLightningModule.training_step`` and our ``OneShotNAS`` (its strategy's
+  ``outer_step``) do;
   random = one uniformly sampled path, then one weight step;
 * ``fit``: what users run: a Lightning fit with ``OneShotNAS(strategy="darts"|"spos")`` for
   us, NNI's ``DARTS()`` / ``RandomOneShot()`` strategy turning its ``Lightning`` evaluator into
@@ -540,7 +541,7 @@ def render(results: dict, args: argparse.Namespace, mode: str, total: float, oth
         "a training batch. Random step = sample one path uniformly + one weight step. "
         "**step** = the step in plain torch (ours: `DARTS.architecture_step` under "
         "`preserved_buffers` with the loss under `mixed(...)`, then `set_mixing` and the "
-        "weight step, as `OneShotNAS._architecture_step` does; NNI: `DARTS().mutate_model` and "
+        "weight step, as `OneShotNAS`'s DARTS outer step does; NNI: `DARTS().mutate_model` and "
         "the body of `DartsLightningModule.training_step` / `resample()` + weight step). "
         "**fit** = a Lightning fit, time between successive `on_train_batch_end` hooks (ours: "
         "`Trainer(callbacks=[OneShotNAS(...)])`; NNI: `strategy.mutate_evaluator(Lightning(...))"

@@ -39,13 +39,13 @@ def batch_transfer_owner(trainer: Trainer, pl_module: LightningModule) -> Any:
 @contextlib.contextmanager
 def as_validation(trainer: Trainer) -> Iterator[None]:
     """The trainer in its validating state for the block (batch hooks then treat the data as
-    validation data), back in its training state afterwards."""
-    was_training = trainer.training
+    validation data), in the state it was in afterwards."""
+    stage = trainer.state.stage
     trainer.validating = True
     try:
         yield
     finally:
-        trainer.training = was_training
+        trainer.state.stage = stage
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:

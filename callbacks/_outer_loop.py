@@ -22,6 +22,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 
 from ..bilevel import OuterStep, preserved_buffers
+from ..validation import check_positive
 from ._lightning import as_validation, val_source
 
 # per fit (trainer): one held-out stream per source ("val" or the id of a given loader)
@@ -45,11 +46,17 @@ def heldout_loader(trainer: Trainer, heldout: Any, who: str) -> Any:
     return heldout
 
 
+def to_device(trainer: Trainer, batch: Any) -> Any:
+    """A batch in the fit's precision on the fit's device, through the module's transfer
+    hooks (as Lightning moves batches)."""
+    return trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+
+
 def to_device_as_heldout(trainer: Trainer, batch: Any) -> Any:
-    """Move a held-out batch to the fit's device through the module's transfer hooks, which
-    see it as validation data (so training-only augmentation leaves it alone)."""
+    """:func:`to_device` with the hooks seeing the batch as validation data (so
+    training-only augmentation leaves it alone)."""
     with as_validation(trainer):
-        return trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+        return to_device(trainer, batch)
 
 
 class HeldOutStream:
@@ -155,9 +162,18 @@ class OuterLoop(Callback):
     override, and run :meth:`outer_step` from ``on_train_batch_start``; ``takes_outer_steps``
     says whether they need the held-out stream at all. Their state includes
     :meth:`outer_state`, restored by :meth:`load_outer_state`.
+
+    >>> from nas_aug.callbacks import AugmentSearch, OneShotNAS
+    >>> issubclass(OneShotNAS, OuterLoop) and issubclass(AugmentSearch, OuterLoop)
+    True
+    >>> [OneShotNAS(strategy=name).takes_outer_steps for name in ("spos", "darts")]
+    [False, True]
     """
 
     def __init__(self, heldout: Any = None, unroll_lr: float | None = None, seed: int = 0):
+        if unroll_lr is not None:
+            check_positive("unroll_lr", unroll_lr,
+                           hint=" or None (the learning rate of the fit's first optimizer)")
         self.heldout, self.unroll_lr, self.seed = heldout, unroll_lr, seed
         self.train_seconds = 0.0  # summed over resumed fits
         self._stream: HeldOutStream | None = None

@@ -16,7 +16,6 @@ from ..augment.apply import check_images
 from ..augment.export import POLICY_FILE, save_policy
 from ..augment.search import METHODS, PolicySearch
 from ..io import write_json
-from ..validation import check_positive
 from ._lightning import batch_transfer_owner
 from ._outer_loop import OuterLoop
 
@@ -60,7 +59,7 @@ class AugmentSearch(OuterLoop):
         heldout: the loader to score on (default: the fit's validation data).
         image_key: where dict batches hold their images.
         unroll_lr: the virtual step's learning rate (default: the fit's first optimizer's).
-        seed: seeds the method's draws and the outer steps' randomness.
+        seed: seeds the outer steps' randomness, and the draws of a method given by name.
         overwrite: replace a policy already in ``export_dir``.
         **options: the method's options (see its class).
 
@@ -88,9 +87,6 @@ class AugmentSearch(OuterLoop):
                 raise ValueError(f"AugmentSearch(method={method!r}) got unknown option(s) "
                                  f"{unknown}; its options are {sorted(accepted)}")
             method = METHODS.get(method)(seed=seed, **options)
-        if unroll_lr is not None:
-            check_positive("unroll_lr", unroll_lr,
-                           hint=" or None (the learning rate of the fit's first optimizer)")
         super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed)
         self.method, self.method_name = method, method.name
         self.export_dir = None if export_dir is None else Path(export_dir)
@@ -98,7 +94,7 @@ class AugmentSearch(OuterLoop):
         self.result: dict[str, Any] | None = None
         self._raw: tuple[torch.Tensor, Callable[[torch.Tensor], Any]] | None = None
         self._in_epoch = False
-        self._hooked: Any = None  # the module or datamodule whose transfer hook is wrapped
+        self._hooked: tuple[Any, Any] | None = None  # (the hook's owner, our wrapper)
 
     @property
     def state_key(self) -> str:
@@ -120,21 +116,34 @@ class AugmentSearch(OuterLoop):
 
         def on_after_batch_transfer(batch: Any, dataloader_idx: int) -> Any:
             batch = original(batch, dataloader_idx)
-            if not (self._in_epoch and trainer.training):
+            if not (self._in_epoch and trainer.training) or on_after_batch_transfer.inert:
                 return batch
             images, replace = _find_images(batch, self.image_key)
             check_images(images)
             self._raw = (images, replace)
             return replace(self.method.augment(images))
 
+        # what it wraps, if it is another AugmentSearch's; inert once this one is torn down
+        on_after_batch_transfer.previous = owner.__dict__.get("on_after_batch_transfer")
+        on_after_batch_transfer.inert = False
         owner.on_after_batch_transfer = on_after_batch_transfer
-        self._hooked = owner
+        self._hooked = (owner, on_after_batch_transfer)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
-        if self._hooked is not None:
-            del self._hooked.on_after_batch_transfer
-            self._hooked = None
+        if self._hooked is None:
+            return
+        owner, wrapper = self._hooked
+        self._hooked, wrapper.inert = None, True
+        if owner.__dict__.get("on_after_batch_transfer") is not wrapper:
+            return  # another AugmentSearch wraps ours: it unwraps both when it is torn down
+        previous = wrapper.previous
+        while previous is not None and previous.inert:
+            previous = previous.previous
+        if previous is None:
+            del owner.on_after_batch_transfer
+        else:
+            owner.on_after_batch_transfer = previous
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.method.setup(pl_module.device)

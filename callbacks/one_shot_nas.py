@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +36,9 @@ from ..strategies import (
 )
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
 from ..supernet import activate, device_of, find_supernet, space_of, supernet_info
-from ..validation import check_int, check_positive
+from ..validation import check_int
 from ._lightning import as_validation, set_sampler_epoch
-from ._outer_loop import OuterLoop, user_loss
+from ._outer_loop import OuterLoop, to_device, user_loss
 
 SEARCH_STATE_FILE = "search_state.json"
 
@@ -127,7 +128,8 @@ class OneShotNAS(OuterLoop):
                  population_size: int | None = None, generations: int | None = None,
                  mutation_prob: float | None = None, **strategy_options: Any):
         super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed)
-        self.strategy = get_strategy(strategy, **strategy_options)
+        self.strategy = get_strategy(strategy, inspect.signature(OneShotNAS).parameters,
+                                     **strategy_options)
         evolution = {key: value for key, value in (("population_size", population_size),
                      ("generations", generations), ("mutation_prob", mutation_prob))
                      if value is not None}
@@ -139,9 +141,6 @@ class OneShotNAS(OuterLoop):
                              "its own parameters and runs no outer searcher: drop search= "
                              f"({sorted(evolution) or search!r})")
         self.search = Evolution(**evolution) if search is None else get_searcher(search)
-        if unroll_lr is not None:
-            check_positive("unroll_lr", unroll_lr,
-                           hint=" or None (the learning rate of the fit's first optimizer)")
         if elastic is not None and not isinstance(elastic, ElasticSpec):
             raise ValueError(f"elastic must be a nas_aug.ElasticSpec or None, got {elastic!r}")
         if budget is not None and not isinstance(budget, Budget):
@@ -361,8 +360,7 @@ class OneShotNAS(OuterLoop):
         for i, batch in enumerate(loader):
             if limit is not None and i >= limit:
                 return
-            batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
-            yield split_batch(batch, self.input_key, self.target_key)
+            yield split_batch(to_device(trainer, batch), self.input_key, self.target_key)
 
     def _scoring(self, trainer: Trainer, pl_module: LightningModule) -> Scoring:
         """Held-out top-1 of a sample, its batch norm recalibrated (the sample stays
@@ -385,6 +383,8 @@ class OneShotNAS(OuterLoop):
         saved, save_state = None, lambda state: None
         if self.export_dir is not None and trainer.is_global_zero:
             saved, save_state = self._search_state_file(supernet)
+        if trainer.world_size > 1:  # every rank continues rank 0's search, in step with it
+            saved = trainer.strategy.broadcast(saved, src=0)
         return Scoring(evaluate=evaluate, top_k=self.top_k,
                        progress=self.progress and trainer.is_global_zero,
                        on_candidate=lambda candidate: self._meter.sample(),

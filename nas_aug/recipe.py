@@ -29,7 +29,7 @@ from .export import Architecture, build_subnet, check_export_dir
 from .io import atomic_write
 from .result import Candidate
 from .strategies import Evolution, get_strategy
-from .supernet import extract_subnet
+from .supernet import extract_subnet, supernet_info
 from .validation import closest_match
 
 
@@ -64,8 +64,8 @@ class BudgetConfig:
 
 @dataclass
 class SearchConfig:
-    strategy: str = "spos"  # "spos" (evolution after training), "darts" or "gdas"
-    options: dict[str, Any] = field(default_factory=dict)  # the gradient strategies' options
+    strategy: str = "spos"  # a name in nas_aug.strategies.STRATEGIES (spos, darts, ...)
+    options: dict[str, Any] = field(default_factory=dict)  # the strategy's options
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     population_size: int = 16
     generations: int = 8
@@ -204,15 +204,15 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
         value = getattr(recipe.supernet, key)  # to the strategy, which refuses it if it
         if value != getattr(defaults, key):  # samples no paths
             options[key] = value
-    top_k = options.pop("top_k", 5)  # OneShotNAS's, not the strategy's
-    strategy = get_strategy(search.strategy, **options)
+    own = {key: options.pop(key) for key in ("top_k", "unroll_lr") if key in options}
+    strategy = get_strategy(search.strategy, **options)  # the rest is the strategy's
     searcher = Evolution(population_size=search.population_size, generations=search.generations,
                          mutation_prob=search.mutation_prob)
     limits = {k: v for k, v in dataclasses.asdict(search.budget).items() if v is not None}
     nas = OneShotNAS(budget=Budget(**limits) if limits else None, strategy=strategy,
                      search=searcher if strategy.uses_searcher else None, export_dir=out_dir,
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
-                     top_k=top_k, overwrite=overwrite, progress=progress)
+                     overwrite=overwrite, progress=progress, **own)
     if recipe.augment.options and recipe.augment.method is None:
         raise ValueError(f"augment.options need an augment.method (dada or randaugment), got "
                          f"options {recipe.augment.options!r} and no method")
@@ -245,8 +245,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> 
     accuracy, _ = _test(inherited, datamodule, out_dir, "inherited", recipe, None, epochs=0)
     rows = [_row("searched, inherited weights", result.chosen, result.score, accuracy)]
     candidates = {"searched": result.chosen, **result.references}
+    info = supernet_info(model.net)
     for name, candidate in candidates.items():
-        rebuilt = Architecture(space=recipe.space.name, space_kwargs=recipe.space.kwargs,
+        rebuilt = Architecture(space=info.space_name, space_kwargs=info.space_kwargs,
                                sample=candidate.sample, input_shape=result.input_shape)
         pl.seed_everything(recipe.seed, verbose=False)
         accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,

@@ -26,7 +26,14 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A name -> entry table for entries of one ``kind`` (the word used in its errors)."""
+    """A name -> entry table for entries of one ``kind`` (the word used in its errors).
+
+    >>> formats = Registry("format")
+    >>> formats.add("onnx", ".onnx")
+    '.onnx'
+    >>> formats["onnx"], "onnx" in formats, formats.names("o*")
+    ('.onnx', True, ['onnx'])
+    """
 
     def __init__(self, kind: str):
         self.kind = kind

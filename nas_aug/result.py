@@ -29,7 +29,11 @@ PLOTTED = {"plotted": True}
 class Candidate:
     """One scored sub-network: its sample, held-out score and cost; ``seconds`` since the
     search began when it was scored; ``probability`` under a gradient strategy's
-    distribution. Optional fields that are ``None`` stay out of its JSON."""
+    distribution. Optional fields that are ``None`` stay out of its JSON.
+
+    >>> Candidate.of({"k": 3}, 0.5, Cost(macs=10, params=2)).cost
+    Cost(macs=10, params=2, latency_ms=None)
+    """
 
     sample: Sample
     score: float | None = field(metadata=PLOTTED)  # None: not scored
@@ -70,6 +74,10 @@ class SearchResult:
     preferred; ``cost`` is what the search cost (:class:`~nas_aug.accounting.SearchCost` as
     JSON); ``references`` are the largest and smallest sub-networks with their costs, the
     baselines every result is read against.
+
+    >>> best = Candidate({"k": 5}, score=0.9, macs=20, params=4)
+    >>> SearchResult(best, [best], [best], "spos", (1, 8, 8)).sample
+    {'k': 5}
     """
 
     chosen: Candidate

@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Sidecar:
     """A file beside the export: ``write(directory, supernet, subnet, result)`` writes
-    ``directory / filename`` when the export concerns its library, and nothing otherwise."""
+    ``directory / filename`` when the export concerns its library, and nothing otherwise.
+
+    >>> import nas_aug  # registers the timm sidecar (nas_aug.nni registers NNI's)
+    >>> SIDECARS["timm"].filename
+    'timm.json'
+    """
 
     filename: str
     write: Callable[[Path, nn.Module, nn.Module, SearchResult], None]

@@ -37,6 +37,10 @@ class SearchSpace(nn.Module):
     arguments it was built with, as given), however it was built: ``create_space(name, **kw)``,
     ``Cls(**kw)``, or a config's ``class_path`` / ``init_args``; its ``supernet_info`` is the
     :class:`~nas_aug.supernet.SupernetInfo` the callbacks and the export read.
+
+    >>> from nas_aug.search_spaces import MobileNetTiny
+    >>> MobileNetTiny(in_chans=1, img_size=8).supernet_info.input_shape
+    (1, 8, 8)
     """
 
     name: ClassVar[str]

@@ -43,7 +43,11 @@ METHODS: Registry[type[PolicySearch]] = Registry("augmentation search method")
 
 class PolicySearch:
     """The base of policy search methods (see the module docstring for the hooks); ``name``
-    is its registry name."""
+    is its registry name.
+
+    >>> sorted((name, METHODS[name].name) for name in METHODS)
+    [('dada', 'dada'), ('randaugment', 'randaugment')]
+    """
 
     name = "policy search"
 
@@ -139,7 +143,7 @@ class DadaSearch(PolicySearch):
                 "mean_magnitude": float(self.policy.magnitudes.detach().mean())}
 
     def summary(self) -> dict[str, Any]:
-        return {"method": "dada", "updates": self.updates, **self.metrics(),
+        return {**super().summary(), "updates": self.updates, **self.metrics(),
                 "top_sub_policies": self.policy.summary()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -267,7 +271,7 @@ class RandAugmentSearch(PolicySearch):
 
     def summary(self) -> dict[str, Any]:
         num_ops, magnitude = self.candidates[self._ranked()[0]]
-        return {"method": "randaugment", "num_ops": num_ops, "magnitude": magnitude,
+        return {**super().summary(), "num_ops": num_ops, "magnitude": magnitude,
                 "survivors": [list(self.candidates[i]) for i in self.survivors],
                 "rungs": self.rungs}
 

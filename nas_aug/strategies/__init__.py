@@ -24,7 +24,9 @@ __all__ = ["DARTS", "GDAS", "SAMPLINGS", "SEARCHERS", "SPOS", "STRATEGIES", "Evo
 
 def __getattr__(name: str):
     if name == "EvolutionSearch":  # the name of one release ago
-        from . import evolution
+        import warnings
 
-        return evolution.EvolutionSearch
+        warnings.warn("EvolutionSearch is now nas_aug.strategies.Evolution", DeprecationWarning,
+                      stacklevel=2)
+        return Evolution
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ training step :meth:`~Strategy.outer_step` (strategies with outer variables) and
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +29,7 @@ from ..registry import Registry
 from ..result import Candidate, SearchResult
 from ..space import Sample, Space
 from ..supernet import canonical_sample
+from ..validation import closest_match
 from .searcher import Searcher
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -107,6 +108,10 @@ class Strategy:
     :meth:`outer_step` an :class:`~nas_aug.bilevel.OuterStep` at every training step),
     ``uses_searcher`` (its :meth:`finish` runs the outer searcher), ``family`` (a word for
     the strategies that share its options, used in error messages).
+
+    >>> from nas_aug.strategies import STRATEGIES
+    >>> [(name, STRATEGIES[name].has_outer_step) for name in STRATEGIES]
+    [('darts', True), ('gdas', True), ('proxyless', True), ('spos', False)]
     """
 
     name: ClassVar[str] = "strategy"
@@ -181,9 +186,11 @@ def _parameters(cls: type) -> list[str]:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def get_strategy(strategy: str | Strategy, **options: Any) -> Strategy:
+def get_strategy(strategy: str | Strategy, others: Iterable[str] = (), **options: Any
+                 ) -> Strategy:
     """``strategy`` itself (then no ``options``), or the strategy registered under that name
-    made with ``options``; unknown names and options raise ``ValueError`` naming them.
+    made with ``options``; unknown names and options raise ``ValueError`` naming them, with
+    the closest name among the strategy's options and ``others`` (the caller's own).
 
     >>> get_strategy("darts", lr=3e-3).lr
     0.003
@@ -207,7 +214,8 @@ def get_strategy(strategy: str | Strategy, **options: Any) -> Strategy:
         if owners and len(families) == 1:
             raise ValueError(f"options {unknown} belong to the {families.pop()} strategies "
                              f"{owners}, not to strategy={strategy!r}")
-        raise ValueError(f"OneShotNAS(strategy={strategy!r}) got unknown option(s) {unknown}; "
-                         f"its options are {accepted}")
+        hint = closest_match(unknown[0], [*accepted, *others])
+        raise ValueError(f"OneShotNAS(strategy={strategy!r}) got unknown option(s) {unknown}"
+                         f"{hint}; its options are {accepted}")
     return cls(**options)
 

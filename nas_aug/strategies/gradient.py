@@ -91,6 +91,12 @@ class GradientStrategy(Strategy):
 
     Raises:
         ValueError: a setting out of range, named with what is accepted.
+
+    >>> from nas_aug.strategies import DARTS
+    >>> DARTS(order=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: order must be 1 (first-order) or 2 (unrolled, DARTS's second order), got 3
     """
 
     has_outer_step = True
@@ -177,8 +183,9 @@ class GradientStrategy(Strategy):
         ranked = alpha.top_k(scoring.top_k, context.feasible())
         if not ranked:
             raise RuntimeError(f"none of the most probable architectures is within "
-                               f"{context.budget}; raise cost_weight to pull the search under "
-                               "the budget")
+                               f"{context.budget}; raise cost_weight (cost_form='penalty') or "
+                               "cost_exponent (cost_form='multiplicative') to pull the search "
+                               "under the budget, or top_k to look further")
         started, top = time.perf_counter(), []
         for sample, log_p in reversed(ranked):  # the most probable last: it stays active
             score = scoring.evaluate(sample)

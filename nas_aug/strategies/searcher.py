@@ -37,6 +37,14 @@ class Searcher:
     only in labels without effect count as one. Higher scores are better. ``ask()`` returns
     ``None`` when the search is done, and also while every proposed sample is out awaiting
     ``tell()`` (parallel workers): then ``done`` is still ``False``.
+
+    >>> from nas_aug.space import Space, ValueChoice
+    >>> from nas_aug.strategies import RandomSearch
+    >>> search = RandomSearch(num_samples=2).bind(Space([ValueChoice("k", [3, 5])]))
+    >>> while (sample := search.ask()) is not None:
+    ...     search.tell(sample, sample["k"])
+    >>> search.best, search.done
+    (({'k': 5}, 5.0), True)
     """
 
     name = "searcher"
@@ -44,9 +52,7 @@ class Searcher:
     def __init__(self, space: Space | None = None, *, constraint: Callable[[Sample], bool]
                  | None = None, canonical: Callable[[Sample], Sample] | None = None,
                  seed: int | None = None, max_tries: int = 1000):
-        if constraint is not None and not callable(constraint):
-            raise TypeError(f"constraint must be a callable sample -> bool or None, "
-                            f"got {constraint!r}")
+        _check_constraint(constraint)
         self.max_tries = check_int("max_tries", max_tries, 1)
         self.seed = None if seed is None else check_int("seed", seed, 0)
         self.space: Space | None = None
@@ -57,18 +63,29 @@ class Searcher:
 
     def bind(self, space: Space, constraint: Callable[[Sample], bool] | None = None,
              canonical: Callable[[Sample], Sample] | None = None, seed: int = 0) -> Searcher:
-        """A fresh search with these settings on ``space``; ``seed`` is used unless the
-        searcher was given one."""
+        """A fresh search with these settings on ``space``: samples must pass ``constraint``
+        and the searcher's own constraint, ``canonical`` applies unless the searcher has its
+        own, and ``seed`` is used unless the searcher was given one.
+
+        >>> from nas_aug.space import Space, ValueChoice
+        >>> from nas_aug.strategies import Evolution
+        >>> search = Evolution(population_size=2, constraint=lambda s: s["k"] > 1)
+        >>> bound = search.bind(Space([ValueChoice("k", [1, 2, 3, 4])]), lambda s: s["k"] < 4)
+        >>> sorted(bound.ask()["k"] for _ in range(2))
+        [2, 3]
+        """
+        own = self.constraint
+        both = constraint if own is None else own if constraint is None else \
+            (lambda sample: own(sample) and constraint(sample))
         bound = copy.copy(self)
-        bound._start(space, constraint, canonical, seed if self.seed is None else self.seed)
+        bound._start(space, both, self.canonical or canonical,
+                     seed if self.seed is None else self.seed)
         return bound
 
     def _start(self, space: Space, constraint, canonical, seed: int) -> None:
         if not isinstance(space, Space):
             raise TypeError(f"space must be a nas_aug Space, got {type(space).__name__}")
-        if constraint is not None and not callable(constraint):
-            raise TypeError(f"constraint must be a callable sample -> bool or None, "
-                            f"got {constraint!r}")
+        _check_constraint(constraint)
         self.space, self.constraint, self.canonical = space, constraint, canonical
         self._candidates = [space.candidates(label) for label in space.labels]
         self._rng = random.Random(seed)
@@ -248,6 +265,12 @@ class Searcher:
         if len(indices) != len(self._candidates) or any(i < 0 for i in indices):
             raise ValueError(f"sample {indices!r} is not {len(self._candidates)} candidate indices")
         return {label: c[i] for label, c, i in zip(self.space.labels, self._candidates, indices)}
+
+
+def _check_constraint(constraint: object) -> None:
+    if constraint is not None and not callable(constraint):
+        raise TypeError(f"constraint must be a callable sample -> bool or None, "
+                        f"got {constraint!r}")
 
 
 def get_searcher(searcher: str | Searcher) -> Searcher:

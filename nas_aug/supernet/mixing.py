@@ -26,7 +26,7 @@ from ..space.mixing import Mix, UnmixableError, check_weights
 from .core import activate, choice_modules, device_of, record_input_shapes, space_of
 from .record import supernet_info
 
-__all__ = ["mixed", "set_mixing"]
+__all__ = ["mixed", "set_mixing", "unmixable"]
 
 
 def set_mixing(supernet: nn.Module, weights: Mapping[str, Tensor] | None,

@@ -29,7 +29,13 @@ class SupernetInfo:
     """What a supernet is: its ``origin`` (one of :data:`ORIGINS`); for the catalogue, the
     registered ``space_name`` and the ``space_kwargs`` that rebuild it; the
     ``input_shape`` (channels, height, width) it is built for, where known; and ``labels``,
-    the labels of the origin's own space (an NNI space's), where the origin has one."""
+    the labels of the origin's own space (an NNI space's), where the origin has one.
+
+    >>> SupernetInfo(origin="notebook")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: SupernetInfo origin must be one of ['catalogue', ...], got 'notebook'
+    """
 
     origin: str = "custom"
     space_name: str | None = None

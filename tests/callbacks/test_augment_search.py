@@ -111,6 +111,18 @@ def test_dada_moves_the_policy_during_the_fit():
     assert all(p.grad is None for p in after)  # nothing left behind for the next step
 
 
+def test_two_searches_in_one_fit_both_augment_and_both_unhook():
+    """Two AugmentSearch wrap the module's transfer hook in turn; teardown, in either order,
+    leaves the module as it was."""
+    train, heldout = loaders()
+    model = Recorder()
+    first = AugmentSearch(method="dada", ops=OPS, seed=0)
+    second = AugmentSearch(method="randaugment", num_ops=(1,), magnitudes=(0.5,), seed=1)
+    pl.Trainer(callbacks=[first, second], **FAST).fit(model, train, heldout)
+    assert first.method.updates == 3 and second.result is not None
+    assert "on_after_batch_transfer" not in vars(model)
+
+
 def test_outer_steps_leave_batch_norm_statistics_to_the_training_steps():
     def fit(callbacks):
         train, val = loaders()

@@ -19,6 +19,7 @@ from nas_aug.constraints import CostTable
 from nas_aug.data import DigitsDataModule
 from nas_aug.search_spaces import create_space
 from nas_aug.space import LayerChoice
+from nas_aug.supernet import SupernetInfo, mark_supernet
 
 SPACE = dict(num_classes=10, in_chans=1, img_size=8, expand_ratios=(3, 6), kernel_sizes=(3, 5))
 FAST = dict(calibration_batches=2, progress=False, top_k=3)
@@ -130,7 +131,7 @@ class TwoShapes(nn.Module):
     def __init__(self):
         super().__init__()
         self.choice = LayerChoice("head", [nn.Linear(64, 10), nn.Linear(64, 12)])
-        self.default_input_shape = (1, 8, 8)
+        mark_supernet(self, SupernetInfo(input_shape=(1, 8, 8)))  # probed in setup
 
     def forward(self, x):
         return self.choice(x.flatten(1))[:, :10]

@@ -15,7 +15,7 @@ from nas_aug.strategies.gradient import ArchitectureStep
 SPACE = Space([ValueChoice("op", [0, 1, 2]), ValueChoice("stage.width", [8, 16])])
 
 
-def GradientNAS(space, method="darts", seed=0, **options):
+def gradient_strategy(space, method="darts", seed=0, **options):
     """The strategy ``method`` set up on ``space`` (no supernet: the losses are hand-made)."""
     nas = get_strategy(method, **options)
     nas.seed(seed)
@@ -37,7 +37,7 @@ def _steps(nas, loss, count, **step):
 
 @pytest.mark.parametrize("method", ["darts", "gdas", "proxyless"])
 def test_outer_steps_follow_the_heldout_loss(method):
-    nas = GradientNAS(SPACE, method, lr=0.05, beta_decay=0.0)
+    nas = gradient_strategy(SPACE, method, lr=0.05, beta_decay=0.0)
     _steps(nas, _favouring(2), 40)
     assert nas.alpha.argmax()["op"] == 2
     assert nas.updates == 40
@@ -47,8 +47,8 @@ def test_outer_steps_follow_the_heldout_loss(method):
 def test_beta_decay_keeps_the_distribution_from_collapsing():
     """The remedy acting: the same pull towards one candidate saturates without it and is
     held back with it, and it leaves the ranking alone."""
-    plain = GradientNAS(SPACE, "darts", lr=0.05, beta_decay=0.0)
-    remedied = GradientNAS(SPACE, "darts", lr=0.05, beta_decay=0.5)
+    plain = gradient_strategy(SPACE, "darts", lr=0.05, beta_decay=0.0)
+    remedied = gradient_strategy(SPACE, "darts", lr=0.05, beta_decay=0.5)
     for nas in (plain, remedied):
         _steps(nas, _favouring(2, strength=0.2), 200)
     p_plain, p_remedied = plain.alpha.probabilities()["op"], remedied.alpha.probabilities()["op"]
@@ -79,7 +79,7 @@ def test_budget_penalty_pulls_the_expected_cost_under_the_limit():
         macs = sum(p * costs[i] for i, p in enumerate(probabilities["op"]))
         return macs, torch.tensor(0.0)
 
-    nas = GradientNAS(SPACE, "darts", lr=0.05, beta_decay=0.0, cost_weight=1.0)
+    nas = gradient_strategy(SPACE, "darts", lr=0.05, beta_decay=0.0, cost_weight=1.0)
     _steps(nas, _favouring(2, strength=0.01), 150, expected_cost=expected_cost,
            limits=(15.0, None))
     p = nas.alpha.probabilities()["op"]
@@ -97,8 +97,8 @@ def test_second_order_steps_use_the_unrolled_hypergradient():
     def heldout(mixture):
         return ((w - 1.0) ** 2).sum() + 0 * mixture.weights["op"].sum()
 
-    first = GradientNAS(SPACE, "darts", order=1, beta_decay=0.0, weight_decay=0.0)
-    second = GradientNAS(SPACE, "darts", order=2, beta_decay=0.0, weight_decay=0.0)
+    first = gradient_strategy(SPACE, "darts", order=1, beta_decay=0.0, weight_decay=0.0)
+    second = gradient_strategy(SPACE, "darts", order=2, beta_decay=0.0, weight_decay=0.0)
     for nas in (first, second):
         nas.architecture_step(ArchitectureStep(heldout, train, [w], lr=0.1))
     assert all(torch.equal(p, torch.zeros_like(p)) for p in first.alpha.parameters())
@@ -117,7 +117,7 @@ def test_gdas_draws_one_hot_weights_with_gradients():
 
 
 def test_gdas_temperature_anneals_linearly():
-    nas = GradientNAS(SPACE, "gdas", temperature=(5.0, 1.0))
+    nas = gradient_strategy(SPACE, "gdas", temperature=(5.0, 1.0))
     temperatures = []
     for epoch in range(5):
         nas.set_epoch(epoch, 5)
@@ -127,9 +127,9 @@ def test_gdas_temperature_anneals_linearly():
 
 @pytest.mark.parametrize("method", ["darts", "gdas", "proxyless"])
 def test_state_round_trip_continues_exactly(method):
-    first = GradientNAS(SPACE, method, lr=0.05)
+    first = gradient_strategy(SPACE, method, lr=0.05)
     _steps(first, _favouring(1), 3)
-    second = GradientNAS(SPACE, method, lr=0.05, seed=7)
+    second = gradient_strategy(SPACE, method, lr=0.05, seed=7)
     second.load_state_dict(copy.deepcopy(first.state_dict()))
     for nas in (first, second):
         _steps(nas, _favouring(1), 3)
@@ -164,11 +164,11 @@ def test_top_k_is_exact_and_respects_the_constraint():
 ])
 def test_bad_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        GradientNAS(SPACE, **kwargs)
+        gradient_strategy(SPACE, **kwargs)
 
 
 def test_proxyless_steps_compute_two_paths_and_train_one():
-    nas = GradientNAS(SPACE, "proxyless", seed=3)
+    nas = gradient_strategy(SPACE, "proxyless", seed=3)
     weight_step = nas.train_mixing()
     assert weight_step.support == {}
     assert all(sorted(w.tolist())[-1] == 1.0 and w.sum() == 1.0
@@ -183,7 +183,7 @@ def test_proxyless_steps_compute_two_paths_and_train_one():
 def test_proxyless_gradient_is_the_binary_gate_estimator():
     """dL/dalpha_k = sum_m dL/dg_m p_m (delta_mk - p_k) over the sampled pair (ProxylessNAS),
     zero for the candidate left out."""
-    nas = GradientNAS(SPACE, "proxyless", seed=0, beta_decay=0.0, weight_decay=0.0)
+    nas = gradient_strategy(SPACE, "proxyless", seed=0, beta_decay=0.0, weight_decay=0.0)
     with torch.no_grad():
         nas.alpha.logits["op"].copy_(torch.tensor([0.3, -0.2, 0.5]))
     slopes = torch.tensor([1.5, -2.0, 0.7])  # dL/dg_m for each candidate
@@ -208,7 +208,7 @@ def test_multiplicative_cost_form_scales_the_heldout_loss():
     def expected_cost(probabilities):
         return (probabilities["op"] * costs).sum(), torch.tensor(1.0)
 
-    nas = GradientNAS(SPACE, "darts", lr=0.05, beta_decay=0.0, cost_form="multiplicative",
+    nas = gradient_strategy(SPACE, "darts", lr=0.05, beta_decay=0.0, cost_form="multiplicative",
                       cost_exponent=2.0)
     flat = lambda mixture: 1.0 + 0 * mixture.weights["op"].sum()  # noqa: E731
     _steps(nas, flat, 60, expected_cost=expected_cost, limits=(20.0, None))
