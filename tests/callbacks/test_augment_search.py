@@ -246,6 +246,44 @@ def test_joint_architecture_and_policy_search_in_one_fit(tmp_path):
     assert load_policy(tmp_path / "policy").name == "dada"
 
 
+class CountingDataset(Dataset):
+    """Random images, the size of ``loaders()``'s, that count how often each is read."""
+
+    def __init__(self, n=16):
+        generator = torch.Generator().manual_seed(1)
+        self.images = torch.rand(n, 1, 12, 12, generator=generator)
+        self.labels = torch.randint(0, 10, (n,), generator=generator)
+        self.reads = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.images[index], self.labels[index]
+
+
+def test_a_joint_fit_reads_one_heldout_batch_per_step_for_both_searches():
+    """DARTS and DADA each take an outer step at every training step; they share the step's
+    held-out batch instead of reading the held-out data twice."""
+    model = Recorder()
+    model.net = create_space("mobilenet_tiny", num_classes=10, in_chans=1, img_size=12,
+                             expand_ratios=(3, 6), kernel_sizes=(3, 5))
+    heldout = CountingDataset()
+    loader = DataLoader(heldout, batch_size=4)
+    nas = OneShotNAS(strategy="darts", heldout=loader, calibration_batches=1, top_k=1,
+                     progress=False)
+    search = AugmentSearch(method="dada", ops=OPS, heldout=loader)
+    train, _ = loaders(channels=1)
+    pl.Trainer(callbacks=[nas, search], **{**FAST, "limit_val_batches": 0}).fit(
+        model, train_dataloaders=train)
+    steps = 3
+    assert nas.strategy.updates == search.method.updates == steps
+    assert nas._stream is search._stream and nas._stream.consumed == steps
+    scored = len(heldout)  # the final scoring of the one top candidate reads it all once
+    assert heldout.reads == steps * loader.batch_size + scored
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(method="dadda"), r"unknown augmentation search method 'dadda' \(did you mean 'dada'"),
     (dict(method="dada", magnitudes=(0.5,)), r"unknown option\(s\) \['magnitudes'\]"),
