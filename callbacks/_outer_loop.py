@@ -34,18 +34,6 @@ class SkippedBatch(Exception):
     """The user's ``training_step`` returned ``None`` for a batch: no outer step this time."""
 
 
-def heldout_loader(trainer: Trainer, heldout: Any, who: str) -> Any:
-    """The loader to score on: ``heldout`` if given, else the fit's validation loader."""
-    if heldout is None:
-        heldout = val_source(trainer).dataloader()
-    if isinstance(heldout, dict):
-        raise ValueError(f"the fit has several held-out loaders {sorted(heldout)}; pass the "
-                         f"one to score on as {who}(heldout=loader)")
-    if isinstance(heldout, (list, tuple)):
-        heldout = heldout[0]
-    return heldout
-
-
 def to_device(trainer: Trainer, batch: Any) -> Any:
     """A batch in the fit's precision on the fit's device, through the module's transfer
     hooks (as Lightning moves batches)."""
@@ -192,7 +180,12 @@ class OuterLoop(Callback):
                              f"val_dataloaders to fit, or pass {who}(heldout=loader)")
 
     def heldout_loader(self, trainer: Trainer) -> Any:
-        return heldout_loader(trainer, self.heldout, type(self).__name__)
+        """The loader to score on: ``heldout`` if given, else the fit's validation loader."""
+        heldout = val_source(trainer).dataloader() if self.heldout is None else self.heldout
+        if isinstance(heldout, dict):
+            raise ValueError(f"the fit has several held-out loaders {sorted(heldout)}; pass the "
+                             f"one to score on as {type(self).__name__}(heldout=loader)")
+        return heldout[0] if isinstance(heldout, (list, tuple)) else heldout
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.takes_outer_steps:

@@ -23,7 +23,7 @@ from ..elastic_models import ElasticSpec, elasticize
 from ..export import check_export_dir, export_architecture
 from ..io import write_json
 from ..result import SearchResult
-from ..space import Sample
+from ..space import Sample, Space
 from ..strategies import (
     Evolution,
     FitInfo,
@@ -157,7 +157,6 @@ class OneShotNAS(OuterLoop):
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.overwrite, self.progress = overwrite, progress
         self.top_k = check_int("top_k", top_k, 1)
-        self.cost_table: CostTable | None = None
         self.result: SearchResult | None = None
         self._context: SearchContext | None = None
         self._extra_paths: tuple[Any, int, list[Sample]] | None = None
@@ -186,8 +185,8 @@ class OneShotNAS(OuterLoop):
         if self.elastic is not None and not space_of(supernet).labels:
             # before the optimizer is built and before a checkpoint loads into the supernet
             rank_zero_info(f"OneShotNAS: {elasticize(supernet, self.elastic)}")
-        self.space = space_of(supernet)
-        if not self.space.labels:
+        space = space_of(supernet)
+        if not space.labels:
             raise ValueError(
                 f"OneShotNAS found no choice modules in {type(pl_module).__name__}: put a "
                 "supernet from nas_aug.search_spaces.create_space(...) (or a model built from "
@@ -198,9 +197,8 @@ class OneShotNAS(OuterLoop):
         self.strategy.check_fit(FitInfo(max_epochs=trainer.max_epochs,
                                         world_size=trainer.world_size,
                                         automatic_optimization=pl_module.automatic_optimization))
-        self._context = SearchContext(supernet, self.space, self.budget, self.search, self.seed)
+        self._context = SearchContext(supernet, space, self.budget, self.search, self.seed)
         self.strategy.setup(self._context)
-        self.cost_table = None
         info = supernet_info(supernet)
         shape = self.input_shape or (None if info is None else info.input_shape)
         if shape is not None:
@@ -210,6 +208,16 @@ class OneShotNAS(OuterLoop):
     @property
     def _supernet(self) -> nn.Module:
         return self._context.supernet
+
+    @property
+    def space(self) -> Space:
+        """The supernet's space (from ``setup`` on)."""
+        return self._context.space
+
+    @property
+    def cost_table(self) -> CostTable | None:
+        """The cost table, once counted (in ``setup``, or on the fit's first batch)."""
+        return None if self._context is None else self._context.cost_table
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.cost_table is not None and self._needs_latency:
@@ -330,9 +338,8 @@ class OneShotNAS(OuterLoop):
         """The cost table, and the budget checked against it; a latency budget needs the
         latency measured on the fit's ``device``, which ``on_fit_start`` supplies (the model
         is not on it during ``setup``)."""
-        self.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
-                                          progress=self.progress)
-        self._context.cost_table = self.cost_table
+        self._context.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
+                                                   progress=self.progress)
         if not self._needs_latency:
             self._check_budget()
         elif device is not None:
