@@ -110,30 +110,37 @@ def muted_logging(pl_module: LightningModule) -> Iterator[None]:
         del pl_module.log, pl_module.log_dict
 
 
-def user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any,
-              batch_idx: int) -> torch.Tensor | None:
+LossFunction = Callable[[LightningModule, Any], torch.Tensor]
+
+
+def user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+              loss: LossFunction | None = None) -> torch.Tensor | None:
     """The loss the user's ``training_step`` returns for ``batch`` (``None`` if it skips it),
-    in the precision's training context, with logging muted. It calls the module itself, not
-    the strategy's wrapper: under DDP, a forward through the wrapper expects the gradient
-    synchronisation of a ``backward`` that an outer step does not run."""
-    takes_index = is_param_in_hook_signature(pl_module.training_step, "batch_idx", min_args=2)
+    or ``loss(pl_module, batch)`` where the user gave one, in the precision's training
+    context, with logging muted. It calls the module itself, not the strategy's wrapper:
+    under DDP, a forward through the wrapper expects the gradient synchronisation of a
+    ``backward`` that an outer step does not run."""
     with muted_logging(pl_module), trainer.precision_plugin.train_step_context():
+        if loss is not None:
+            return loss(pl_module, batch)
+        takes_index = is_param_in_hook_signature(pl_module.training_step, "batch_idx",
+                                                 min_args=2)
         output = pl_module.training_step(*((batch, batch_idx) if takes_index else (batch,)))
     return output["loss"] if isinstance(output, dict) else output
 
 
 def seeded_user_loss(trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
-                     seed: int) -> torch.Tensor:
+                     seed: int, loss: LossFunction | None = None) -> torch.Tensor:
     """:func:`user_loss` with the global RNG (dropout, ...) seeded by ``seed`` and restored
     afterwards, so repeated calls within one outer step see the same randomness and the fit's
     own random stream is left as it was. Raises :class:`SkippedBatch` for a skipped batch."""
     devices = [torch.cuda.current_device()] if pl_module.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        loss = user_loss(trainer, pl_module, batch, batch_idx)
-    if loss is None:
+        value = user_loss(trainer, pl_module, batch, batch_idx, loss)
+    if value is None:
         raise SkippedBatch
-    return loss
+    return value
 
 
 def mean_over_processes(trainer: Trainer) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -146,10 +153,13 @@ def mean_over_processes(trainer: Trainer) -> Callable[[torch.Tensor], torch.Tens
 class OuterLoop(Callback):
     """Base of the callbacks that train outer variables on held-out data inside the user's fit.
 
-    Subclasses call :meth:`check_heldout` in ``setup``, call ``super()`` in the hooks they
-    override, and run :meth:`outer_step` from ``on_train_batch_start``; ``takes_outer_steps``
-    says whether they need the held-out stream at all. Their state includes
-    :meth:`outer_state`, restored by :meth:`load_outer_state`.
+    Subclasses call :meth:`check_fit` in ``setup``, call ``super()`` in the hooks they
+    override, run :meth:`outer_step` from ``on_train_batch_start`` and :meth:`check_searched`
+    before they export; ``takes_outer_steps`` says whether they need the held-out stream at
+    all. Their state includes :meth:`outer_state`, restored by :meth:`load_outer_state`.
+    ``loss(module, batch)``, where given, replaces the user's ``training_step`` as the loss
+    of the outer steps (a fit under manual optimization needs one: its ``training_step``
+    steps the user's optimizers).
 
     >>> from nas_aug.callbacks import AugmentSearch, OneShotNAS
     >>> issubclass(OneShotNAS, OuterLoop) and issubclass(AugmentSearch, OuterLoop)
@@ -158,12 +168,17 @@ class OuterLoop(Callback):
     [False, True]
     """
 
-    def __init__(self, heldout: Any = None, unroll_lr: float | None = None, seed: int = 0):
+    def __init__(self, heldout: Any = None, unroll_lr: float | None = None, seed: int = 0,
+                 loss: LossFunction | None = None):
         if unroll_lr is not None:
             check_positive("unroll_lr", unroll_lr,
                            hint=" or None (the learning rate of the fit's first optimizer)")
-        self.heldout, self.unroll_lr, self.seed = heldout, unroll_lr, seed
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function (module, batch) -> loss tensor or None "
+                             f"(the module's training_step), got {loss!r}")
+        self.heldout, self.unroll_lr, self.seed, self.loss = heldout, unroll_lr, seed, loss
         self.train_seconds = 0.0  # summed over resumed fits
+        self.outer_steps = 0  # taken (not skipped), summed over resumed fits
         self._stream: HeldOutStream | None = None
         self._heldout_consumed = 0
 
@@ -171,13 +186,33 @@ class OuterLoop(Callback):
     def takes_outer_steps(self) -> bool:
         return True
 
-    def check_heldout(self, trainer: Trainer) -> None:
-        """Fail in ``setup`` when the fit has no held-out data and none was given."""
+    def check_fit(self, trainer: Trainer, pl_module: LightningModule, what: str) -> None:
+        """Fail in ``setup`` when the fit has no held-out data and none was given, or when
+        outer steps (of ``what``) would run a ``training_step`` that steps the user's
+        optimizers itself (manual optimization) and no ``loss`` was given."""
         who = type(self).__name__
         if self.heldout is None and not val_source(trainer).is_defined():
             raise ValueError(f"{who} scores its choices on held-out data but this fit has "
                              "none: give the datamodule (or module) a val_dataloader, pass "
                              f"val_dataloaders to fit, or pass {who}(heldout=loader)")
+        if self.takes_outer_steps and self.loss is None and \
+                not pl_module.automatic_optimization:
+            raise ValueError(
+                f"{who} ({what}) takes an outer step on held-out batches with the loss of "
+                f"your training_step, but {type(pl_module).__name__} uses manual "
+                "optimization, so that training_step would also run your manual_backward and "
+                f"optimizer steps on held-out data: pass {who}(loss=lambda module, batch: "
+                "...) returning a batch's loss without stepping, or use automatic "
+                "optimization")
+
+    def check_searched(self, what: str) -> None:
+        """Refuse to report a search in which every outer step was skipped."""
+        if self.takes_outer_steps and self.outer_steps == 0:
+            raise RuntimeError(
+                f"{type(self).__name__} ({what}) took no outer step in this fit: the loss of "
+                "every step was None (training_step skipped its batch), so nothing was "
+                "searched and nothing is exported; make training_step return a loss for "
+                "held-out batches, or pass loss=")
 
     def heldout_loader(self, trainer: Trainer) -> Any:
         """The loader to score on: ``heldout`` if given, else the fit's validation loader."""
@@ -220,11 +255,11 @@ class OuterLoop(Callback):
 
         def heldout_loss() -> torch.Tensor:
             return seeded_user_loss(trainer, pl_module, stream.batch_at(step_index, trainer),
-                                    batch_idx, seed)
+                                    batch_idx, seed, self.loss)
 
         def train_loss(new_images: torch.Tensor | None = None) -> torch.Tensor:
             data = batch if new_images is None else replace(new_images)
-            return seeded_user_loss(trainer, pl_module, data, batch_idx, seed)
+            return seeded_user_loss(trainer, pl_module, data, batch_idx, seed, self.loss)
 
         step = OuterStep(images, train_loss, heldout_loss,
                          weights=[p for p in pl_module.parameters() if p.requires_grad],
@@ -232,11 +267,14 @@ class OuterLoop(Callback):
                          step=trainer.global_step, reduce=mean_over_processes(trainer))
         with preserved_buffers(pl_module), contextlib.suppress(SkippedBatch):
             take_step(step)
+            self.outer_steps += 1
 
     def outer_state(self) -> dict[str, Any]:
         consumed = self._heldout_consumed if self._stream is None else self._stream.consumed
-        return {"heldout_consumed": consumed, "train_seconds": self.train_seconds}
+        return {"heldout_consumed": consumed, "train_seconds": self.train_seconds,
+                "outer_steps": self.outer_steps}
 
     def load_outer_state(self, state: dict[str, Any]) -> None:
         self._heldout_consumed = state.get("heldout_consumed", 0)
         self.train_seconds = state.get("train_seconds", 0.0)
+        self.outer_steps = state.get("outer_steps", 0)

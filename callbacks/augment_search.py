@@ -60,12 +60,16 @@ class AugmentSearch(OuterLoop):
         image_key: where dict batches hold their images.
         unroll_lr: the virtual step's learning rate (default: the fit's first optimizer's).
         seed: seeds the outer steps' randomness, and the draws of a method given by name.
+        loss: ``loss(module, batch)``, the loss of the outer steps in place of the module's
+            ``training_step`` (needed under manual optimization).
         overwrite: replace a policy already in ``export_dir``.
         **options: the method's options (see its class).
 
     Raises:
         ValueError: an unknown method or option, or a bad value; in ``setup``, a fit without
-            held-out data, or ``randaugment`` without ``max_epochs``.
+            held-out data, manual optimization without ``loss``, or ``randaugment`` without
+            ``max_epochs``.
+        RuntimeError: when training ends, if every outer step was skipped.
         FileExistsError: ``export_dir`` already holds a policy and ``overwrite`` is off.
 
     >>> callback = AugmentSearch(method="randaugment", num_ops=(1, 2), magnitudes=(0.3, 0.6))
@@ -75,7 +79,9 @@ class AugmentSearch(OuterLoop):
 
     def __init__(self, method: str | PolicySearch = "dada", export_dir: str | Path | None = None,
                  heldout: Any = None, image_key: str = "image", unroll_lr: float | None = None,
-                 seed: int = 0, overwrite: bool = False, **options: Any):
+                 seed: int = 0, overwrite: bool = False,
+                 loss: Callable[[LightningModule, Any], torch.Tensor] | None = None,
+                 **options: Any):
         if isinstance(method, PolicySearch):
             if options:
                 raise ValueError(f"options {sorted(options)} go into the method object itself: "
@@ -87,7 +93,7 @@ class AugmentSearch(OuterLoop):
                 raise ValueError(f"AugmentSearch(method={method!r}) got unknown option(s) "
                                  f"{unknown}; its options are {sorted(accepted)}")
             method = METHODS.get(method)(seed=seed, **options)
-        super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed)
+        super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed, loss=loss)
         self.method, self.method_name = method, method.name
         self.export_dir = None if export_dir is None else Path(export_dir)
         self.image_key, self.overwrite = image_key, overwrite
@@ -104,7 +110,7 @@ class AugmentSearch(OuterLoop):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
-        self.check_heldout(trainer)
+        self.check_fit(trainer, pl_module, f"method {self.method_name!r}")
         self.method.check_fit(trainer.max_epochs)
         if self.export_dir is not None and not self.overwrite and \
                 (self.export_dir / POLICY_FILE).exists():
@@ -169,6 +175,7 @@ class AugmentSearch(OuterLoop):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        self.check_searched(f"method {self.method_name!r}")
         policy = self.method.best_policy()
         self.result = {"policy": policy.to_json(), "train_seconds": self.train_seconds,
                        "heldout_batches": self._stream.consumed, **self.method.summary()}

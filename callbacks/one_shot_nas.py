@@ -20,6 +20,7 @@ from torch import nn
 from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, CostTable, get_counter
 from ..elastic_models import ElasticSpec, elasticize
+from ..elastic_models.family import MODELS
 from ..export import check_export_dir, export_architecture
 from ..io import write_json
 from ..result import SearchResult
@@ -35,10 +36,11 @@ from ..strategies import (
     get_strategy,
 )
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
-from ..supernet import activate, device_of, find_supernet, space_of, supernet_info
+from ..supernet import activate, device_of, find_supernet, input_of, space_of, supernet_info
+from ..supernet.record import outermost
 from ..validation import check_int
 from ._lightning import as_validation, set_sampler_epoch
-from ._outer_loop import OuterLoop, to_device, user_loss
+from ._outer_loop import LossFunction, OuterLoop, to_device, user_loss
 
 SEARCH_STATE_FILE = "search_state.json"
 
@@ -49,10 +51,24 @@ def _holds_nni(module: nn.Module) -> bool:
     return any(type(m).__module__.partition(".")[0] == "nni" for m in module.modules())
 
 
-def _fingerprint(module: nn.Module) -> str:
-    """A hash of ``module``'s weights and buffers: a saved search state belongs to them."""
+def _refuse_compiled(pl_module: LightningModule) -> None:
+    """A compiled model recompiles for every sub-network a search runs: refuse it."""
+    compiled = [name or "the module" for name, m in pl_module.named_modules()
+                if isinstance(m, torch._dynamo.OptimizedModule)]
+    if getattr(pl_module, "_compiler_ctx", None) is not None or compiled:
+        where = f" ({', '.join(compiled)})" if compiled else ""
+        raise ValueError(
+            f"OneShotNAS cannot search a torch.compile'd model{where}: every sub-network it "
+            "activates changes the forward's control flow and shapes, so the compiled graph is "
+            "rebuilt for each (benchmarks/results/compile.md); fit the supernet uncompiled and "
+            "compile the exported sub-network (torch.compile(build_subnet(export_dir)))")
+
+
+def _fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors (a module's weights and buffers: a saved search state belongs
+    to them)."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in tensors.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -99,14 +115,21 @@ class OneShotNAS(OuterLoop):
             in ``setup`` (its largest sub-network the model itself, with its weights).
         overwrite: replace an export already in ``export_dir``.
         progress: show progress bars for the cost table and the search.
+        supernet: the supernet to search, by attribute name (``"student"``) or as the
+            module, where the LightningModule holds several (default: the one it holds).
+        loss: ``loss(module, batch)``, the loss of outer steps and sandwich paths in place of
+            the module's ``training_step`` (needed under manual optimization).
         population_size, generations, mutation_prob: shorthand for
             ``search=Evolution(population_size=..., generations=..., mutation_prob=...)``.
         **strategy_options: the options of the strategy named by ``strategy``.
 
     Raises:
         ValueError: an unknown strategy, searcher, option or counter, or a bad value; in
-            ``setup``, a model without choice modules, a fit without held-out data, a fit the
-            strategy cannot run in, or a budget no architecture meets.
+            ``setup``, a model without choice modules or with several supernets and no
+            ``supernet``, a torch.compile'd model, a fit without held-out data, a fit the
+            strategy cannot run in (manual optimization without ``loss``), or a budget no
+            architecture meets.
+        RuntimeError: when training ends, if every outer step of the strategy was skipped.
 
     >>> from nas_aug import Budget
     >>> from nas_aug.strategies import DARTS, Evolution
@@ -125,9 +148,14 @@ class OneShotNAS(OuterLoop):
                  input_shape: tuple[int, ...] | None = None, seed: int = 0, top_k: int = 5,
                  unroll_lr: float | None = None, elastic: ElasticSpec | None = None,
                  overwrite: bool = False, progress: bool = True,
+                 supernet: str | nn.Module | None = None, loss: LossFunction | None = None,
                  population_size: int | None = None, generations: int | None = None,
                  mutation_prob: float | None = None, **strategy_options: Any):
-        super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed)
+        super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed, loss=loss)
+        if supernet is not None and not isinstance(supernet, (str, nn.Module)):
+            raise ValueError(f"supernet must be the name of a submodule, a module or None, "
+                             f"got {supernet!r}")
+        self.supernet = supernet
         self.strategy = get_strategy(strategy, inspect.signature(OneShotNAS).parameters,
                                      **strategy_options)
         evolution = {key: value for key, value in (("population_size", population_size),
@@ -161,6 +189,9 @@ class OneShotNAS(OuterLoop):
         self._context: SearchContext | None = None
         self._extra_paths: tuple[Any, int, list[Sample]] | None = None
         self._recent_inputs: list[torch.Tensor] = []  # this epoch's first training inputs
+        self._calibration: list[torch.Tensor] = []  # the search's batch-norm inputs
+        self._winner: tuple[str, list[torch.Tensor]] | None = None  # weights' hash, buffers
+        self._loading_into_fit = True
 
     @property
     def state_key(self) -> str:
@@ -174,6 +205,7 @@ class OneShotNAS(OuterLoop):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
+        _refuse_compiled(pl_module)
         if _holds_nni(pl_module):  # a model written with NNI 3.0's mutable modules
             from ..nni import from_nni, holds_nni
 
@@ -181,7 +213,7 @@ class OneShotNAS(OuterLoop):
                 from_nni(pl_module)
                 rank_zero_info("OneShotNAS: converted the NNI space inside "
                                f"{type(pl_module).__name__} to nas_aug choice modules")
-        supernet = find_supernet(pl_module)
+        supernet = self._find_supernet(pl_module)
         if self.elastic is not None and not space_of(supernet).labels:
             # before the optimizer is built and before a checkpoint loads into the supernet
             rank_zero_info(f"OneShotNAS: {elasticize(supernet, self.elastic)}")
@@ -193,7 +225,7 @@ class OneShotNAS(OuterLoop):
                 "nas_aug.space choice modules) inside your LightningModule")
         if self.export_dir is not None:
             check_export_dir(self.export_dir, self.overwrite)
-        self.check_heldout(trainer)
+        self.check_fit(trainer, pl_module, f"strategy {self.strategy.name!r}")
         self.strategy.check_fit(FitInfo(max_epochs=trainer.max_epochs,
                                         world_size=trainer.world_size,
                                         automatic_optimization=pl_module.automatic_optimization))
@@ -239,14 +271,18 @@ class OneShotNAS(OuterLoop):
         x, _ = split_batch(batch, self.input_key, self.target_key)
         if batch_idx == 0:
             self._recent_inputs = []
+        if self.cost_table is None or batch_idx == 0:
+            inner = input_of(pl_module, self._supernet, x[:2])  # after any wrapper layers
+            inner = x[:2] if not isinstance(inner, torch.Tensor) else inner
+            shape = tuple(inner.shape[1:])
         if self.cost_table is None:
-            self._build_cost_table(tuple(x.shape[1:]), x.device)
-            self.strategy.prepare(x[:2])
-        elif batch_idx == 0 and tuple(x.shape[1:]) != self.cost_table.input_shape:
+            self._build_cost_table(shape, x.device)
+            self.strategy.prepare(inner)
+        elif batch_idx == 0 and shape != self.cost_table.input_shape:
             raise ValueError(
-                f"training inputs have shape {tuple(x.shape[1:])} but MACs are counted for "
+                f"the supernet receives inputs of shape {shape} but MACs are counted for "
                 f"{self.cost_table.input_shape} (the space's input shape); pass "
-                f"OneShotNAS(input_shape={tuple(x.shape[1:])}) or build the space for it")
+                f"OneShotNAS(input_shape={shape}) or build the space for it")
         if len(self._recent_inputs) < self.calibration_batches:
             self._recent_inputs.append(x.detach())
         if self.strategy.has_outer_step:
@@ -263,7 +299,7 @@ class OneShotNAS(OuterLoop):
         precision = trainer.precision_plugin
         for sample in extra:
             activate(self._supernet, sample, self.space)
-            loss = user_loss(trainer, pl_module, batch, batch_idx)
+            loss = user_loss(trainer, pl_module, batch, batch_idx, self.loss)
             if loss is None:  # the user skipped this batch
                 continue
             loss = precision.pre_backward(loss / trainer.accumulate_grad_batches, pl_module)
@@ -274,11 +310,18 @@ class OneShotNAS(OuterLoop):
         its own (recalibrated on this epoch's first training batches; training itself uses
         batch statistics, so this changes no weight)."""
         if trainer.state.fn != TrainerFn.FITTING:
+            self._restore_winner(trainer, pl_module)
             return
         activate(self._supernet, self.strategy.validation_sample(), self.space)
         if self._recent_inputs:
             with trainer.precision_plugin.forward_context():
                 recalibrate_batch_norm(self._supernet, pl_module, self._recent_inputs)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore_winner(trainer, pl_module)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore_winner(trainer, pl_module)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -287,6 +330,7 @@ class OneShotNAS(OuterLoop):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        self.check_searched(f"strategy {self.strategy.name!r}")
         started, was_training = time.perf_counter(), pl_module.training
         result = self.strategy.finish(self._scoring(trainer, pl_module))
         pl_module.train(was_training)
@@ -303,7 +347,10 @@ class OneShotNAS(OuterLoop):
             train_seconds=self.train_seconds, search_seconds=time.perf_counter() - started,
             devices=trainer.num_devices, device=str(pl_module.device), energy_kwh=energy,
             co2_kg=co2_kg(energy), method=method).to_json()
+        result.precision, result.costs_cover = str(trainer.precision), self._costs_cover(pl_module)
         self.result = result
+        self._winner = (_fingerprint(dict(self._supernet.named_parameters())),
+                        [buffer.detach().clone() for buffer in self._supernet.buffers()])
         if result.note:
             rank_zero_warn(f"OneShotNAS: {result.note}")
         if trainer.logger is not None:
@@ -322,13 +369,70 @@ class OneShotNAS(OuterLoop):
         return {"strategy": self.strategy.state_dict(), **self.outer_state(),
                 "result": None if self.result is None else self.result.to_json()}
 
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._loading_into_fit = trainer.state.fn == TrainerFn.FITTING
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._loading_into_fit and self.result is not None:
+            return  # a checkpoint of this fit, loaded to test or predict: the search stands
         self.strategy.load_state_dict(state_dict["strategy"])  # setup built its parameters
         self.load_outer_state(state_dict)
         result = state_dict.get("result")
         self.result = None if result is None else SearchResult.from_json(result)
 
     # ---- internals ------------------------------------------------------------------------
+    def _find_supernet(self, pl_module: LightningModule) -> nn.Module:
+        """The supernet to search (``supernet=`` or the one ``pl_module`` holds); to be
+        elasticized, the one timm model inside ``pl_module`` (so labels and weight names are
+        the timm model's own, wherever it sits)."""
+        if self.elastic is None or self.supernet is not None or \
+                any(supernet_info(m) is not None for m in pl_module.modules()):
+            return find_supernet(pl_module, self.supernet)
+        found = outermost(pl_module, lambda m: type(m) in MODELS.values())
+        if len(found) > 1:
+            raise ValueError(f"{type(pl_module).__name__} holds {len(found)} timm models "
+                             f"({', '.join(name for name, _ in found)}): say which to "
+                             f"elasticize with supernet={found[-1][0]!r}")
+        return found[0][1] if found else pl_module
+
+    def _costs_cover(self, pl_module: LightningModule) -> str | None:
+        """What the costs leave out: the LightningModule's weights outside the supernet."""
+        inside = {id(p) for p in self._supernet.parameters()}
+        outside = [(n, p.numel()) for n, p in pl_module.named_parameters() if id(p) not in inside]
+        if not outside:
+            return None
+        names = ", ".join(name for name, _ in outside[:3]) + (", ..." if len(outside) > 3 else "")
+        return (f"the supernet only: {sum(n for _, n in outside):,} parameters of "
+                f"{type(pl_module).__name__} outside it ({names}) and their MACs are not "
+                "counted")
+
+    def _restore_winner(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Outside fitting, run the searched architecture with its own batch-norm statistics,
+        also after a checkpoint of the fit (saved before the search ended) loaded into the
+        model: the winner's statistics come back on the same weights, and are recalibrated
+        on the search's batches on other ones."""
+        if self.result is None:
+            return
+        supernet = self._supernet if self._context is not None else \
+            find_supernet(pl_module, self.supernet)
+        activate(supernet, self.result.sample)
+        if self._winner is None:  # a result restored from a checkpoint saved after the search
+            return
+        fingerprint, buffers = self._winner
+        if _fingerprint(dict(supernet.named_parameters())) == fingerprint:
+            with torch.no_grad():
+                for mine, chosen in zip(supernet.buffers(), buffers):
+                    mine.copy_(chosen)
+        elif self._calibration:
+            rank_zero_warn("OneShotNAS: the model holds other weights than the search scored "
+                           "(a checkpoint from before its end): batch norm is recalibrated for "
+                           "the searched architecture on the search's calibration batches")
+            was_training = pl_module.training
+            with trainer.precision_plugin.forward_context():
+                recalibrate_batch_norm(supernet, pl_module, self._calibration)
+            pl_module.train(was_training)
+
     @property
     def _needs_latency(self) -> bool:
         return self.budget is not None and self.budget.latency_ms is not None
@@ -377,7 +481,7 @@ class OneShotNAS(OuterLoop):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             calibration = [x for x, _ in self._batches(train, trainer, self.calibration_batches)]
-        supernet = self._supernet
+        supernet, self._calibration = self._supernet, calibration
 
         def evaluate(sample: Sample) -> float:
             activate(supernet, sample, self.space)
@@ -402,7 +506,7 @@ class OneShotNAS(OuterLoop):
         """The state an interrupted search on these weights left in ``export_dir``, and the
         function that saves the running search's state there (atomically)."""
         path = self.export_dir / SEARCH_STATE_FILE
-        key = {"fingerprint": _fingerprint(supernet), "strategy": repr(self.strategy),
+        key = {"fingerprint": _fingerprint(supernet.state_dict()), "strategy": repr(self.strategy),
                "searcher": repr(self.search),
                "budget": None if self.budget is None else dataclasses.asdict(self.budget)}
         saved = None

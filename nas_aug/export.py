@@ -55,6 +55,8 @@ class Architecture:
     strategy: str = "spos"
     probabilities: dict[str, Any] = field(default_factory=dict)  # gradient strategies: softmax
     note: str | None = None
+    precision: str | None = None  # Lightning's, that the score was measured under
+    costs_cover: str | None = None  # what the costs leave out (layers around the supernet)
     weights: str | None = WEIGHTS_FILE
     origin: str = "custom"  # the supernet's (SupernetInfo): catalogue, timm, nni or custom
     directory: Path | None = field(default=None, compare=False)
@@ -98,7 +100,8 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         budget=_limits(result.budget),
         top=[c.to_json() for c in result.top], search_cost=dict(result.cost),
         strategy=result.strategy, probabilities=dict(result.probabilities or {}),
-        note=result.note, directory=directory)
+        note=result.note, precision=result.precision, costs_cover=result.costs_cover,
+        directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     for name in SIDECARS:  # a sidecar of an earlier export of another origin goes

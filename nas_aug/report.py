@@ -38,10 +38,16 @@ def render_report(arch, evaluated: int = 0, plots: Sequence[str] = ()) -> str:
              "| | |", "|---|---|",
              f"| MACs (multiply-adds, fvcore's 'flops') | {arch.macs:,} |",
              f"| parameters | {arch.params:,} |",
-             f"| held-out score ({arch.metric}) | {score} |",
-             f"| budget | {_budget_text(arch.budget)} |",
+             f"| held-out score ({arch.metric}) | {score} |"]
+    if arch.precision is not None:
+        lines[-1] = lines[-1][:-2] + f" (measured under precision {arch.precision}) |"
+    if arch.costs_cover is not None:
+        lines.append(f"| costs count | {arch.costs_cover} |")
+    lines += [f"| budget | {_budget_text(arch.budget)} |",
              f"| input shape | {tuple(arch.input_shape)} |",
              f"| candidates evaluated | {evaluated} |"]
+    if arch.note:
+        lines.append(f"| note | {arch.note} |")
     lines += _cost_lines(arch.search_cost)
     lines += [""] + [f"![{name}]({name})" for name in plots]
     lines += ["", "## Choices", "", "| label | value |", "|---|---|"]

@@ -7,6 +7,7 @@ from .core import (
     choice_modules,
     device_of,
     extract_subnet,
+    input_of,
     record_input_shapes,
     space_of,
 )
@@ -14,5 +15,5 @@ from .mixing import mixed, set_mixing, unmixable
 from .record import SupernetInfo, find_supernet, mark_supernet, supernet_info
 
 __all__ = ["SupernetInfo", "activate", "canonical_sample", "choice_modules", "device_of",
-           "extract_subnet", "find_supernet", "mark_supernet", "mixed", "record_input_shapes",
-           "set_mixing", "space_of", "supernet_info", "unmixable"]
+           "extract_subnet", "find_supernet", "input_of", "mark_supernet", "mixed",
+           "record_input_shapes", "set_mixing", "space_of", "supernet_info", "unmixable"]

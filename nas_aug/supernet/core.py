@@ -114,3 +114,38 @@ def extract_subnet(model: nn.Module, sample: Mapping[str, Any],
 def device_of(model: nn.Module) -> torch.device:
     tensor = next(model.parameters(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
+
+
+class _Reached(Exception):
+    """Stops a probing forward where the supernet's input is known."""
+
+
+def input_of(model: nn.Module, supernet: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """What ``supernet`` receives when ``model`` runs on ``x`` (layers before it applied; the
+    forward stops there), in eval mode and without gradients, so nothing in the model
+    changes; ``None`` if ``model``'s forward never reaches ``supernet``.
+
+    >>> supernet = nn.Linear(3, 2)
+    >>> input_of(nn.Sequential(nn.Linear(5, 3), supernet), supernet, torch.zeros(4, 5)).shape
+    torch.Size([4, 3])
+    """
+    if supernet is model:
+        return x
+    seen: list[torch.Tensor] = []
+
+    def stop(module: nn.Module, args: tuple[Any, ...]) -> None:
+        seen.append(args[0])
+        raise _Reached
+
+    modes = {m: m.training for m in model.modules()}
+    handle = supernet.register_forward_pre_hook(stop)
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+        for module, training in modes.items():
+            module.train(training)
+    return seen[0] if seen else None

@@ -62,7 +62,45 @@ def mark_supernet(model: nn.Module, info: SupernetInfo) -> None:
     setattr(model, ATTRIBUTE, info)
 
 
-def find_supernet(model: nn.Module) -> nn.Module:
-    """The outermost module inside ``model`` (itself included) that carries a record, else
-    ``model`` itself (a model of the user's own choice modules)."""
-    return next((m for m in model.modules() if supernet_info(m) is not None), model)
+def find_supernet(model: nn.Module, name: str | nn.Module | None = None) -> nn.Module:
+    """The supernet inside ``model``: the submodule called ``name`` (or ``name`` itself, a
+    module inside ``model``); else the one outermost module (``model`` included) that carries
+    a record; else ``model`` itself (a model of the user's own choice modules). ``ValueError``
+    when several carry a record and ``name`` does not say which, or ``name`` is not inside.
+
+    >>> from torch import nn
+    >>> teacher, student = nn.Linear(4, 2), nn.Linear(4, 2)
+    >>> for net in (teacher, student):
+    ...     mark_supernet(net, SupernetInfo(input_shape=(4,)))
+    >>> model = nn.ModuleDict({"teacher": teacher, "student": student})
+    >>> find_supernet(model, "student") is student
+    True
+    """
+    if isinstance(name, nn.Module):
+        if not any(m is name for m in model.modules()):
+            raise ValueError(f"supernet={type(name).__name__} is not a module of "
+                             f"{type(model).__name__}; pass a module inside it or its name")
+        return name
+    found = outermost(model, lambda m: supernet_info(m) is not None)
+    if name is not None:
+        try:
+            return model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"supernet={name!r} names no module of {type(model).__name__}; "
+                             f"its supernets: {[n for n, _ in found] or 'none'}") from None
+    if len(found) > 1:
+        raise ValueError(f"{type(model).__name__} holds {len(found)} supernets "
+                         f"({', '.join(n or '(the model)' for n, _ in found)}): say which "
+                         f"to search with supernet={found[-1][0]!r} (a name or the module)")
+    return found[0][1] if found else model
+
+
+def outermost(model: nn.Module, accept) -> list[tuple[str, nn.Module]]:
+    """The named modules of ``model`` that ``accept`` takes and that lie inside no other
+    accepted module, in module order."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        inside = any(name.startswith(f"{outer}.") or not outer for outer, _ in found)
+        if not inside and accept(module):
+            found.append((name, module))
+    return found

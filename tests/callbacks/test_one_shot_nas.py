@@ -192,7 +192,7 @@ def test_budget_admitting_too_few_architectures_fails_before_training(costs):
 
 def test_inputs_of_another_size_than_the_cost_table_are_rejected():
     model = LitClassifier(create_space("mobilenet_tiny", **{**SPACE, "img_size": 16}))
-    with pytest.raises(ValueError, match=r"inputs have shape \(1, 8, 8\) but MACs are counted"):
+    with pytest.raises(ValueError, match=r"supernet receives inputs of shape \(1, 8, 8\) but MACs"):
         make_trainer([OneShotNAS(**SEARCH)]).fit(model, datamodule=DigitsDataModule())
 
 
