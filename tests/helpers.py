@@ -13,6 +13,7 @@ from nas_aug.supernet import activate, space_of
 SMALL_SPACES = {
     "mobilenet_tiny": {"num_classes": 10, "in_chans": 1, "img_size": 8,
                        "expand_ratios": [3, 6], "kernel_sizes": [3, 5]},
+    "nasbench201": {"C": 4, "N": 1, "in_chans": 1, "img_size": 8},
 }
 
 
