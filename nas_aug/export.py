@@ -57,6 +57,7 @@ class Architecture:
     note: str | None = None
     precision: str | None = None  # Lightning's, that the score was measured under
     costs_cover: str | None = None  # what the costs leave out (layers around the supernet)
+    arch_string: str | None = None  # the space's own notation (NAS-Bench-201's arch string)
     weights: str | None = WEIGHTS_FILE
     origin: str = "custom"  # the supernet's (SupernetInfo): catalogue, timm, nni or custom
     directory: Path | None = field(default=None, compare=False)
@@ -93,6 +94,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
                           dtype=torch.float32 if weight is None else weight.dtype)
     subnet = extract_subnet(supernet, result.sample, example)
     chosen, info = result.chosen, supernet_info(supernet) or SupernetInfo()
+    notation = getattr(supernet, "arch_string", None)  # a space with a published notation
     arch = Architecture(
         space=info.space_name, space_kwargs=dict(info.space_kwargs), origin=info.origin,
         sample=dict(result.sample), input_shape=tuple(result.input_shape), macs=chosen.macs,
@@ -101,6 +103,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         top=[c.to_json() for c in result.top], search_cost=dict(result.cost),
         strategy=result.strategy, probabilities=dict(result.probabilities or {}),
         note=result.note, precision=result.precision, costs_cover=result.costs_cover,
+        arch_string=notation(result.sample) if notation is not None else None,
         directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))

@@ -50,6 +50,8 @@ def render_report(arch, evaluated: int = 0, plots: Sequence[str] = ()) -> str:
         lines.append(f"| note | {arch.note} |")
     lines += _cost_lines(arch.search_cost)
     lines += [""] + [f"![{name}]({name})" for name in plots]
+    if arch.arch_string is not None:
+        lines.append(f"| arch string | `{arch.arch_string}` |")
     lines += ["", "## Choices", "", "| label | value |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in arch.sample.items()]
     if arch.top:

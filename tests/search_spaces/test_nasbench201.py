@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import LitClassifier, calibrate, make_trainer
 
+from nas_aug import build_subnet, load_architecture
 from nas_aug.callbacks import OneShotNAS
 from nas_aug.constraints import CostTable, FvcoreCounter, count_params
 from nas_aug.data import DigitsDataModule
@@ -193,14 +194,19 @@ def test_arch_strings_are_checked_against_the_space():
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
-def test_each_strategy_fits_and_finds_an_architecture_of_the_space(strategy):
+def test_each_strategy_fits_and_exports_an_architecture_of_the_space(strategy, tmp_path):
     pl.seed_everything(0)
     backbone = create_space("nasbench201", **SMALL)
     search = dict(population_size=4, generations=1) if strategy == "spos" else {}
     nas = OneShotNAS(strategy=strategy, calibration_batches=1, progress=False, counter="torch",
-                     **search)
+                     export_dir=tmp_path, **search)
     make_trainer([nas], limit_train_batches=2).fit(LitClassifier(backbone),
                                                    datamodule=DigitsDataModule())
     sample = nas.result.sample
     assert space_of(backbone).validate(sample) == sample
     assert parse_arch_string(arch_string(sample)) == sample
+    arch = load_architecture(tmp_path)
+    assert arch.arch_string == arch_string(sample)
+    assert f"`{arch.arch_string}`" in (tmp_path / "report.md").read_text()
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(build_subnet(arch).eval()(x), backbone.eval()(x))
