@@ -194,7 +194,8 @@ def test_one_shot_nas_elasticizes_the_model_in_setup_as_a_warm_start():
     trainer = make_trainer([nas], max_epochs=1, limit_train_batches=1)
     trainer.fit(module, datamodule=DigitsDataModule(batch_size=32, img_size=32))
     labels = space_of(module).labels
-    assert labels and labels[0].startswith("backbone.blocks.")
+    # labels are the timm model's own module names, wherever it sits in the LightningModule
+    assert labels and labels[0].startswith("blocks.") and nas._supernet is backbone
     # the user's optimizer was built after the conversion: it holds the elastic layers' weights
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimized == {id(p) for p in module.parameters()}

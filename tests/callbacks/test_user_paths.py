@@ -6,13 +6,14 @@ import json
 
 import lightning.pytorch as pl
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from helpers import LitClassifier, make_trainer, midway_budget
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from nas_aug import build_subnet, load_architecture
+from nas_aug import ElasticSpec, build_subnet, load_architecture
 from nas_aug.callbacks import AugmentSearch, OneShotNAS
 from nas_aug.constraints import CostTable
 from nas_aug.data import DigitsDataModule
@@ -193,3 +194,12 @@ def test_the_precision_of_the_scores_is_recorded(tmp_path):
         model, datamodule=DigitsDataModule())
     assert json.loads((tmp_path / "architecture.json").read_text())["precision"] == "bf16-mixed"
     assert "measured under precision bf16-mixed" in (tmp_path / "report.md").read_text()
+
+
+def test_elasticizing_asks_which_of_two_timm_models():
+    model = LitClassifier(timm.create_model("mobilenetv3_small_050", num_classes=10, in_chans=1))
+    model.teacher = timm.create_model("mobilenetv3_small_050", num_classes=10, in_chans=1)
+    nas = OneShotNAS(elastic=ElasticSpec(width=(0.5, 1.0)), **SEARCH)
+    with pytest.raises(ValueError, match=r"2 timm models \(backbone, teacher\).*"
+                                         r"supernet='teacher'"):
+        make_trainer([nas]).fit(model, datamodule=DigitsDataModule(img_size=32))
