@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -36,7 +37,15 @@ from ..strategies import (
     get_strategy,
 )
 from ..strategies.evaluation import recalibrate_batch_norm, split_batch, top1_accuracy
-from ..supernet import activate, device_of, find_supernet, input_of, space_of, supernet_info
+from ..supernet import (
+    activate,
+    device_of,
+    find_supernet,
+    input_of,
+    outputs_of,
+    space_of,
+    supernet_info,
+)
 from ..supernet.record import outermost
 from ..validation import check_int
 from ._lightning import as_validation, set_sampler_epoch
@@ -62,6 +71,14 @@ def _refuse_compiled(pl_module: LightningModule) -> None:
             "activates changes the forward's control flow and shapes, so the compiled graph is "
             "rebuilt for each (benchmarks/results/compile.md); fit the supernet uncompiled and "
             "compile the exported sub-network (torch.compile(build_subnet(export_dir)))")
+
+
+def _logits(output: Any) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(f"in-place distillation reads the logits your module's forward "
+                         f"returns, but it returned a {type(output).__name__}; return a "
+                         "tensor of logits, or set distill_weight=0")
+    return output
 
 
 def _fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -134,7 +151,7 @@ class OneShotNAS(OuterLoop):
     >>> from nas_aug import Budget
     >>> from nas_aug.strategies import DARTS, Evolution
     >>> OneShotNAS(budget=Budget(macs=1_000_000), search=Evolution(generations=4)).strategy
-    SPOS(sampling='uniform', sandwich_random=1)
+    SPOS(sampling='uniform', sandwich_random=1, distill_weight=0.0, distill_temperature=1.0)
     >>> OneShotNAS(strategy=DARTS(lr=3e-3), budget=Budget(macs=1_000_000)).strategy.name
     'darts'
     >>> OneShotNAS(strategy="darts", lr=1e-3).strategy.lr
@@ -192,6 +209,7 @@ class OneShotNAS(OuterLoop):
         self._calibration: list[torch.Tensor] = []  # the search's batch-norm inputs
         self._winner: tuple[str, list[torch.Tensor]] | None = None  # weights' hash, buffers
         self._loading_into_fit = True
+        self._teacher, self._teacher_logits = contextlib.ExitStack(), []
 
     @property
     def state_key(self) -> str:
@@ -289,19 +307,40 @@ class OneShotNAS(OuterLoop):
             self.outer_step(trainer, pl_module, batch, batch_idx, x, self.strategy.outer_step)
         extra = self.strategy.train_paths()
         self._extra_paths = (batch, batch_idx, extra) if extra else None
+        if extra and self.strategy.distills:  # the largest path's logits, from the user's step
+            self._teacher = contextlib.ExitStack()
+            self._teacher_logits = self._teacher.enter_context(outputs_of(pl_module))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self._teacher.close()  # also after a step the user skipped
 
     def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Sandwich rule: the other paths of this step add their gradients before the step."""
+        """Sandwich rule: the other paths of this step add their gradients before the step
+        (with in-place distillation, each also learns the largest path's soft predictions)."""
         if self._extra_paths is None:
             return
         batch, batch_idx, extra = self._extra_paths
         self._extra_paths = None
+        self._teacher.close()
+        teacher = None
+        if self.strategy.distills:
+            x = split_batch(batch, self.input_key, self.target_key)[0]
+            with torch.no_grad(), trainer.precision_plugin.train_step_context():
+                # the forward of the user's step, else one of our own
+                teacher = _logits(self._teacher_logits[0] if self._teacher_logits
+                                  else pl_module(x)).detach()
         precision = trainer.precision_plugin
         for sample in extra:
             activate(self._supernet, sample, self.space)
-            loss = user_loss(trainer, pl_module, batch, batch_idx, self.loss)
+            with outputs_of(pl_module) as outputs:
+                loss = user_loss(trainer, pl_module, batch, batch_idx, self.loss)
             if loss is None:  # the user skipped this batch
                 continue
+            if teacher is not None:
+                with trainer.precision_plugin.train_step_context():
+                    logits = _logits(outputs[0] if outputs else pl_module(x))
+                loss = self.strategy.path_loss(loss, logits, teacher)
             loss = precision.pre_backward(loss / trainer.accumulate_grad_batches, pl_module)
             precision.backward(loss, pl_module, None)
 

@@ -158,6 +158,15 @@ class Strategy:
         """The plain path validated while fitting (any mixing is turned off by then)."""
         raise NotImplementedError
 
+    distills: ClassVar[bool] = False  # instances say: their extra paths learn from the first
+
+    def path_loss(self, loss: torch.Tensor, logits: torch.Tensor,
+                  teacher: torch.Tensor) -> torch.Tensor:
+        """The loss an extra path of :meth:`train_paths` trains on, given the user's ``loss``
+        for it, its ``logits`` and the first path's detached ``teacher`` logits (called only
+        where ``distills``)."""
+        return loss
+
     def metrics(self) -> dict[str, float]:
         """What to log at the end of a training epoch (keys without a prefix)."""
         return {}

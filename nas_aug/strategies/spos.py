@@ -13,12 +13,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from ..registry import Registry
 from ..result import Candidate, SearchResult
 from ..rng import restore_rng, rng_state
 from ..space import Sample, Space
 from ..supernet import activate
-from ..validation import check_int
+from ..validation import check_int, check_positive
 from .base import STRATEGIES, FitInfo, Scoring, Strategy
 
 SAMPLINGS: Registry[type] = Registry("sampling")
@@ -70,23 +73,40 @@ class SPOS(Strategy):
         sampling: ``"uniform"`` (one random path per step) or ``"sandwich"`` (the largest,
             the smallest and ``sandwich_random`` random paths per step, gradients summed).
         sandwich_random: random paths per step under the sandwich rule.
+        distill_weight: in-place distillation (BigNAS) under the sandwich rule: every path
+            after the largest trains on the user's loss plus ``distill_weight`` times the KL
+            divergence from the largest path's detached soft predictions of the same batch
+            (0: off).
+        distill_temperature: the softmax temperature ``T`` of that KL term (scaled by
+            ``T**2``, as in knowledge distillation).
 
     Raises:
-        ValueError: an unknown sampling, or ``sandwich_random`` other than 1 with uniform
-            sampling; in a fit, the sandwich rule with several processes or manual
-            optimization.
+        ValueError: an unknown sampling, ``sandwich_random`` other than 1 with uniform
+            sampling, distillation without the sandwich rule, or a negative weight or a
+            temperature not above 0; in a fit, the sandwich rule with several processes or
+            manual optimization.
 
     >>> SPOS(sampling="sandwich", sandwich_random=2)
     SPOS(sampling='sandwich', sandwich_random=2)
+    >>> SPOS(sampling="sandwich", distill_weight=1.0).distills
+    True
     """
 
     name = "spos"
     uses_searcher = True
     family = "path-sampling"
 
-    def __init__(self, sampling: str = "uniform", sandwich_random: int = 1):
+    def __init__(self, sampling: str = "uniform", sandwich_random: int = 1,
+                 distill_weight: float = 0.0, distill_temperature: float = 1.0):
         self.sampling, self.sandwich_random = sampling, sandwich_random
         self._sampler = SAMPLINGS.get(sampling)(sandwich_random)
+        self.distill_weight = check_positive("distill_weight", distill_weight, allow_zero=True)
+        self.distill_temperature = check_positive("distill_temperature", distill_temperature)
+        self.distills = self.distill_weight > 0
+        if self.distills and sampling != "sandwich":
+            raise ValueError(f"distill_weight={distill_weight!r} distils the largest path into "
+                             f"the others of a step, which needs sampling='sandwich' (got "
+                             f"{sampling!r})")
         self.rng = random.Random(0)
         self.search_state: dict[str, Any] | None = None  # the searcher's, once finished
 
@@ -121,6 +141,13 @@ class SPOS(Strategy):
 
     def validation_sample(self) -> Sample:
         return self.context.space.largest()
+
+    def path_loss(self, loss: torch.Tensor, logits: torch.Tensor,
+                  teacher: torch.Tensor) -> torch.Tensor:
+        t = self.distill_temperature
+        kl = F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+                      reduction="batchmean", log_target=True)
+        return loss + self.distill_weight * t * t * kl
 
     def finish(self, scoring: Scoring) -> SearchResult:
         context, table = self.context, self.context.cost_table

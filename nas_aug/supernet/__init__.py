@@ -8,6 +8,7 @@ from .core import (
     device_of,
     extract_subnet,
     input_of,
+    outputs_of,
     record_input_shapes,
     space_of,
 )
@@ -16,4 +17,5 @@ from .record import SupernetInfo, find_supernet, mark_supernet, supernet_info
 
 __all__ = ["SupernetInfo", "activate", "canonical_sample", "choice_modules", "device_of",
            "extract_subnet", "find_supernet", "input_of", "mark_supernet", "mixed",
-           "record_input_shapes", "set_mixing", "space_of", "supernet_info", "unmixable"]
+           "outputs_of", "record_input_shapes", "set_mixing", "space_of", "supernet_info",
+           "unmixable"]

@@ -3,8 +3,9 @@ and extract the standalone sub-network of a sample with the trained weights it i
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -149,3 +150,21 @@ def input_of(model: nn.Module, supernet: nn.Module, x: torch.Tensor) -> torch.Te
         for module, training in modes.items():
             module.train(training)
     return seen[0] if seen else None
+
+
+@contextlib.contextmanager
+def outputs_of(module: nn.Module) -> Iterator[list[Any]]:
+    """The outputs of every call of ``module`` inside the ``with`` block, in a list.
+
+    >>> net = nn.Linear(3, 2)
+    >>> with outputs_of(net) as outputs:
+    ...     _ = net(torch.zeros(4, 3))
+    >>> outputs[0].shape
+    torch.Size([4, 2])
+    """
+    outputs: list[Any] = []
+    handle = module.register_forward_hook(lambda m, args, output: outputs.append(output))
+    try:
+        yield outputs
+    finally:
+        handle.remove()

@@ -217,9 +217,40 @@ def test_sandwich_step_sums_the_gradients_of_its_paths():
         torch.testing.assert_close(mine, expected)
 
 
+def test_inplace_distillation_adds_the_kl_to_the_largest_paths_soft_predictions():
+    class GradientProbe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.batch, self.before = batch, copy.deepcopy(pl_module.backbone)
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.grads = [p.grad.clone() for p in pl_module.backbone.parameters()]
+
+    pl.seed_everything(0)
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    probe, weight, t = GradientProbe(), 0.5, 2.0
+    nas = OneShotNAS(sampling="sandwich", sandwich_random=0, distill_weight=weight,
+                     distill_temperature=t, **SEARCH)
+    make_trainer([nas, probe], limit_train_batches=1).fit(model, datamodule=DigitsDataModule())
+    net, (x, y) = probe.before.train(), probe.batch
+    activate(net, nas.space.largest())
+    teacher = net(x)
+    F.cross_entropy(teacher, y).backward()
+    activate(net, nas.space.smallest())
+    student = net(x)
+    p_teacher = torch.softmax(teacher.detach() / t, dim=-1)
+    kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / t, dim=-1))).sum() / len(x)
+    (F.cross_entropy(student, y) + weight * t * t * kl).backward()
+    for mine, expected in zip(probe.grads, (p.grad for p in net.parameters())):
+        torch.testing.assert_close(mine, expected)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(sampling="random"), "unknown sampling 'random'; choose one of"),
     (dict(sandwich_random=2), "needs sampling='sandwich'"),
+    (dict(distill_weight=1.0), "distill_weight=1.0 distils .* needs sampling='sandwich'"),
+    (dict(sampling="sandwich", distill_weight=-1.0), "distill_weight must be"),
+    (dict(sampling="sandwich", distill_weight=1.0, distill_temperature=0),
+     "distill_temperature must be"),
     (dict(input_shape=(16, 1, 8, 8)), "must be \\(channels, height, width\\)"),
     (dict(budget=1_000_000), "budget must be a nas_aug.Budget"),
     (dict(calibration_batches=0), "calibration_batches must be an integer >= 1, got 0"),

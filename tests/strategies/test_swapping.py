@@ -126,4 +126,5 @@ def test_get_strategy_takes_objects_and_names():
     darts = get_strategy("darts", lr=0.5)
     assert get_strategy(darts) is darts and darts.lr == 0.5
     assert repr(get_strategy("spos", sampling="sandwich")) == \
-        "SPOS(sampling='sandwich', sandwich_random=1)"
+        "SPOS(sampling='sandwich', sandwich_random=1, distill_weight=0.0, " \
+        "distill_temperature=1.0)"
