@@ -217,6 +217,16 @@ class Space:
                 out[label] = rng.choice([v for v in choice.candidates if v != sample[label]])
         return out
 
+    def neighbours(self, sample: Mapping[str, Any]) -> list[Sample]:
+        """Every sample that differs from ``sample`` in exactly one label, in label order.
+
+        >>> Space([ValueChoice("k", [3, 5]), ValueChoice("e", [1, 2, 4])]).neighbours(
+        ...     {"k": 3, "e": 2})
+        [{'k': 5, 'e': 2}, {'k': 3, 'e': 1}, {'k': 3, 'e': 4}]
+        """
+        return [{**sample, label: value} for label, choice in self._choices.items()
+                for value in choice.candidates if value != sample[label]]
+
     def crossover(self, a: Mapping[str, Any], b: Mapping[str, Any], rng: random.Random) -> Sample:
         """Each label's value taken from ``a`` or ``b`` with equal chance."""
         return {label: (a if rng.random() < 0.5 else b)[label] for label in self._choices}

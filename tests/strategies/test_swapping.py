@@ -48,7 +48,9 @@ def test_each_strategy_swaps_in_by_name_and_as_an_object(name):
 @pytest.mark.parametrize("name", SEARCHERS.names())
 def test_each_searcher_swaps_in_by_name_and_as_an_object(name):
     settings = {"evolution": dict(population_size=4, generations=2),
-                "random": dict(num_samples=6, batch_size=3)}[name]
+                "random": dict(num_samples=6, batch_size=3),
+                "aging_evolution": dict(num_samples=6, population_size=4, sample_size=2),
+                "local_search": dict(num_samples=6)}[name]
     as_object = fit(search=SEARCHERS.get(name)(**settings))
     assert isinstance(get_searcher(name), SEARCHERS.get(name))
     scored = [c.sample for c in as_object.result.candidates]
