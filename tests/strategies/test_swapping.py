@@ -116,7 +116,8 @@ def test_a_strategy_and_a_searcher_written_elsewhere_plug_in():
      r"options \['lr'\] go into the strategy object itself"),
     (dict(strategy="darts", search="random"), "runs no outer searcher"),
     (dict(search="evolution", population_size=4), r"shorthand for search=Evolution"),
-    (dict(search="grid"), r"unknown searcher 'grid'; choose one of \['evolution', 'random'\]"),
+    (dict(search="grid"), r"unknown searcher 'grid'; choose one of "
+                          r"\['aging_evolution', 'evolution', 'local_search', 'random'\]"),
     (dict(calibration_batch=4), r"\['calibration_batch'\] \(did you mean 'calibration_batches'"),
 ])
 def test_mixed_up_strategy_and_searcher_arguments_are_refused(options, message):
