@@ -4,7 +4,7 @@
 >>> from nas_aug.strategies import DARTS, STRATEGIES, SEARCHERS
 >>> STRATEGIES.names(), SEARCHERS.names()  # doctest: +NORMALIZE_WHITESPACE
 (['darts', 'gdas', 'proxyless', 'spos'],
- ['aging_evolution', 'evolution', 'local_search', 'random'])
+ ['aging_evolution', 'evolution', 'local_search', 'optuna', 'random'])
 """
 
 from .aging_evolution import AgingEvolution
@@ -14,13 +14,15 @@ from .evolution import Evolution
 from .gdas import GDAS
 from .gradient import GradientStrategy
 from .local_search import LocalSearch
+from .optuna_search import OptunaSearch
 from .proxyless import ProxylessNAS
 from .random_search import RandomSearch
 from .searcher import SEARCHERS, Searcher, get_searcher
 from .spos import SAMPLINGS, SPOS, SandwichSampling, UniformSampling
 
 __all__ = ["DARTS", "GDAS", "SAMPLINGS", "SEARCHERS", "SPOS", "STRATEGIES", "AgingEvolution",
-           "Evolution", "FitInfo", "GradientStrategy", "LocalSearch", "ProxylessNAS",
+           "Evolution", "FitInfo", "GradientStrategy", "LocalSearch", "OptunaSearch",
+           "ProxylessNAS",
            "RandomSearch", "SandwichSampling", "Scoring", "SearchContext", "Searcher",
            "Strategy", "UniformSampling", "get_searcher", "get_strategy"]
 

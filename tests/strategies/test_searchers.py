@@ -8,7 +8,7 @@ import pytest
 
 from nas_aug.space import Space, ValueChoice
 from nas_aug.space.choice import sample_key
-from nas_aug.strategies import SEARCHERS, AgingEvolution, LocalSearch
+from nas_aug.strategies import SEARCHERS, AgingEvolution, LocalSearch, OptunaSearch
 
 SPACE = Space([ValueChoice(label, [0, 1, 2, 3]) for label in "abcd"])  # 256 samples
 LIMIT = 7  # the constraint: sum of the values
@@ -29,7 +29,8 @@ def feasible(sample):
 SETTINGS = {"evolution": dict(population_size=10, generations=10),
             "random": dict(num_samples=100),
             "aging_evolution": dict(num_samples=100, population_size=10, sample_size=3),
-            "local_search": dict(num_samples=100)}
+            "local_search": dict(num_samples=100),
+            "optuna": dict(num_samples=60)}  # TPE: fewer queries, each slower
 
 
 @pytest.mark.parametrize("name", SEARCHERS.names())
@@ -50,7 +51,8 @@ def test_searcher_finds_the_optimum_without_infeasible_or_repeated_samples(name,
 
 
 @pytest.mark.parametrize("searcher", [AgingEvolution(num_samples=40, population_size=8),
-                                      LocalSearch(num_samples=40)], ids=lambda s: s.name)
+                                      LocalSearch(num_samples=40),
+                                      OptunaSearch(num_samples=30)], ids=lambda s: s.name)
 def test_resume_from_json_state_continues_exactly(searcher):
     whole = searcher.bind(SPACE, feasible, seed=3)
     whole.run(score, progress=False)
@@ -95,3 +97,29 @@ def test_aging_evolution_settings_are_checked(kwargs, message):
 def test_an_unknown_searcher_gets_the_closest_name():
     with pytest.raises(ValueError, match="'aging_evolution'"):
         SEARCHERS.get("aging_evolutoin")
+
+
+def test_optuna_search_names_the_extra_when_optuna_is_missing(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: (_ for _ in ()).throw(
+        ImportError(name)) if name == "optuna" else real(name, *a))
+    with pytest.raises(ImportError, match=r"pip install 'nas_aug\[optuna\]'"):
+        OptunaSearch(num_samples=4).bind(SPACE).ask()
+
+
+def test_optuna_search_takes_a_sampler_factory():
+    import optuna
+
+    made = []
+
+    def factory(seed):
+        made.append(seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    search = OptunaSearch(sampler=factory, num_samples=5).bind(SPACE, feasible)
+    search.run(score, progress=False)
+    assert len(search.history) == 5 and len(made) >= 5
+    with pytest.raises(ValueError, match="unknown Optuna sampler 'tpee' \\(did you mean 'tpe'"):
+        OptunaSearch(sampler="tpee")

@@ -50,7 +50,8 @@ def test_each_searcher_swaps_in_by_name_and_as_an_object(name):
     settings = {"evolution": dict(population_size=4, generations=2),
                 "random": dict(num_samples=6, batch_size=3),
                 "aging_evolution": dict(num_samples=6, population_size=4, sample_size=2),
-                "local_search": dict(num_samples=6)}[name]
+                "local_search": dict(num_samples=6),
+                "optuna": dict(num_samples=6)}[name]
     as_object = fit(search=SEARCHERS.get(name)(**settings))
     assert isinstance(get_searcher(name), SEARCHERS.get(name))
     scored = [c.sample for c in as_object.result.candidates]
@@ -116,8 +117,8 @@ def test_a_strategy_and_a_searcher_written_elsewhere_plug_in():
      r"options \['lr'\] go into the strategy object itself"),
     (dict(strategy="darts", search="random"), "runs no outer searcher"),
     (dict(search="evolution", population_size=4), r"shorthand for search=Evolution"),
-    (dict(search="grid"), r"unknown searcher 'grid'; choose one of "
-                          r"\['aging_evolution', 'evolution', 'local_search', 'random'\]"),
+    (dict(search="grid"), r"unknown searcher 'grid'; choose one of \['aging_evolution', "
+                          r"'evolution', 'local_search', 'optuna', 'random'\]"),
     (dict(calibration_batch=4), r"\['calibration_batch'\] \(did you mean 'calibration_batches'"),
 ])
 def test_mixed_up_strategy_and_searcher_arguments_are_refused(options, message):
