@@ -24,6 +24,6 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert namespace["arch"].macs <= 600_000
     assert (tmp_path / "out_nni" / "nni_samples.json").exists()
     assert type(namespace["subnet"]).__name__ == "NNINet"  # NNI's own frozen network
-    assert "['mobilenet_tiny']" in capsys.readouterr().out
+    assert "['mobilenet_tiny', 'nasbench201']" in capsys.readouterr().out
     assert namespace["images"].shape == (8, 3, 32, 32)
     assert namespace["policy"].name == "dada" and namespace["unsupported"] == ["equalize"]
