@@ -8,7 +8,7 @@ import hashlib
 import inspect
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
-from ..constraints import Budget, CostTable, get_counter
+from ..constraints import Budget, CostTable, check_budgets, get_counter
 from ..elastic_models import ElasticSpec, elasticize
 from ..elastic_models.family import MODELS
 from ..export import check_export_dir, export_architecture
 from ..io import write_json
+from ..report import write_budget_table
 from ..result import SearchResult
 from ..space import Sample, Space
+from ..space.choice import sample_key
 from ..strategies import (
     Evolution,
     FitInfo,
@@ -114,6 +116,10 @@ class OneShotNAS(OuterLoop):
 
     Args:
         budget: the :class:`~nas_aug.Budget` every result must meet (``None``: unbounded).
+        budgets: several increasing budgets instead (searchers' strategies only): the trained
+            supernet is searched once per budget, reusing every held-out score, and each
+            winner is exported to ``export_dir/budget_<i>`` with one table, ``budgets.md``;
+            ``results`` holds one result per budget, ``result`` the last (left active).
         export_dir: where the export is written when the search ends (``None``: nowhere).
         strategy: a :class:`~nas_aug.strategies.Strategy` or a registered name.
         search: the outer searcher (a :class:`~nas_aug.strategies.Searcher` or a registered
@@ -166,6 +172,7 @@ class OneShotNAS(OuterLoop):
                  unroll_lr: float | None = None, elastic: ElasticSpec | None = None,
                  overwrite: bool = False, progress: bool = True,
                  supernet: str | nn.Module | None = None, loss: LossFunction | None = None,
+                 budgets: Sequence[Budget] | None = None,
                  population_size: int | None = None, generations: int | None = None,
                  mutation_prob: float | None = None, **strategy_options: Any):
         super().__init__(heldout=heldout, unroll_lr=unroll_lr, seed=seed, loss=loss)
@@ -195,6 +202,16 @@ class OneShotNAS(OuterLoop):
                              "without the batch dimension")
         self.calibration_batches = check_int("calibration_batches", calibration_batches, 1)
         self.strategy.seed(check_int("seed", seed, 0))
+        self.budgets = None
+        if budgets is not None:
+            if budget is not None:
+                raise ValueError("pass one budget= or several budgets=, not both")
+            self.budgets = check_budgets(budgets)
+            if not self.strategy.uses_searcher:
+                raise ValueError(f"budgets= searches the trained supernet once per budget, but "
+                                 f"strategy {self.strategy.name!r} trains towards one budget: "
+                                 "pass budget= or use a searching strategy (strategy='spos')")
+            budget = self.budgets[0]  # the tightest: checked against the space in setup
         self.elastic, self.budget = elastic, budget
         self._counter = get_counter(counter)
         self.export_dir = None if export_dir is None else Path(export_dir)
@@ -203,6 +220,7 @@ class OneShotNAS(OuterLoop):
         self.overwrite, self.progress = overwrite, progress
         self.top_k = check_int("top_k", top_k, 1)
         self.result: SearchResult | None = None
+        self.results: list[SearchResult] = []
         self._context: SearchContext | None = None
         self._extra_paths: tuple[Any, int, list[Sample]] | None = None
         self._recent_inputs: list[torch.Tensor] = []  # this epoch's first training inputs
@@ -241,8 +259,9 @@ class OneShotNAS(OuterLoop):
                 f"OneShotNAS found no choice modules in {type(pl_module).__name__}: put a "
                 "supernet from nas_aug.search_spaces.create_space(...) (or a model built from "
                 "nas_aug.space choice modules) inside your LightningModule")
-        if self.export_dir is not None:
-            check_export_dir(self.export_dir, self.overwrite)
+        for index in range(len(self.budgets or (None,))):
+            if self.export_dir is not None:
+                check_export_dir(self._export_dir_of(index), self.overwrite)
         self.check_fit(trainer, pl_module, f"strategy {self.strategy.name!r}")
         self.strategy.check_fit(FitInfo(max_epochs=trainer.max_epochs,
                                         world_size=trainer.world_size,
@@ -370,8 +389,33 @@ class OneShotNAS(OuterLoop):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         self.check_searched(f"strategy {self.strategy.name!r}")
+        scores: dict[str, float] = {}  # held-out scores on these weights, shared by budgets
+        self.results = [self._search(trainer, pl_module, budget, self._export_dir_of(index),
+                                     scores)
+                        for index, budget in enumerate(self.budgets or (self.budget,))]
+        self.result = self.results[-1]  # left active in the model
+        self._winner = (_fingerprint(dict(self._supernet.named_parameters())),
+                        [buffer.detach().clone() for buffer in self._supernet.buffers()])
+        energy, method = self._meter.stop()  # of the whole fit: the budgets share it
+        if self.budgets is None:
+            self.result.cost.update(energy_kwh=energy, co2_kg=co2_kg(energy), method=method)
+        if self.export_dir is not None and trainer.is_global_zero:
+            if self.budgets is None:
+                export_architecture(self.export_dir, self._supernet, self.result)
+            else:
+                write_budget_table(self.export_dir, self.results, self.budgets)
+            for index in range(len(self.results)):
+                (self._export_dir_of(index) / SEARCH_STATE_FILE).unlink(missing_ok=True)
+
+    def _search(self, trainer: Trainer, pl_module: LightningModule, budget: Budget | None,
+                directory: Path | None, scores: dict[str, float]) -> SearchResult:
+        """Search the trained supernet within ``budget`` (held-out scores already in
+        ``scores`` are reused) and leave the winner active with its own batch norm."""
         started, was_training = time.perf_counter(), pl_module.training
-        result = self.strategy.finish(self._scoring(trainer, pl_module))
+        self._context.budget = budget
+        scoring, calibrate = self._scoring(trainer, pl_module, directory, scores)
+        result = self.strategy.finish(scoring)
+        calibrate(result.sample)  # its score may have come from the shared scores
         pl_module.train(was_training)
         if trainer.world_size > 1:  # scores differ by rank (batch norm is recalibrated on each
             # rank's own shard): every rank takes rank 0's result and winner's statistics
@@ -381,32 +425,31 @@ class OneShotNAS(OuterLoop):
             with torch.no_grad():
                 for mine, chosen in zip(self._supernet.buffers(), buffers):
                     mine.copy_(chosen)
-        energy, method = self._meter.stop()
         result.cost = SearchCost(
             train_seconds=self.train_seconds, search_seconds=time.perf_counter() - started,
-            devices=trainer.num_devices, device=str(pl_module.device), energy_kwh=energy,
-            co2_kg=co2_kg(energy), method=method).to_json()
+            devices=trainer.num_devices, device=str(pl_module.device)).to_json()
         result.precision, result.costs_cover = str(trainer.precision), self._costs_cover(pl_module)
-        self.result = result
-        self._winner = (_fingerprint(dict(self._supernet.named_parameters())),
-                        [buffer.detach().clone() for buffer in self._supernet.buffers()])
         if result.note:
             rank_zero_warn(f"OneShotNAS: {result.note}")
+        suffix = "" if self.budgets is None else f"/{budget}"
         if trainer.logger is not None:
-            trainer.logger.log_metrics({"nas/best_score": result.score,
-                                        "nas/best_macs": result.chosen.macs,
-                                        "nas/best_params": result.chosen.params},
+            trainer.logger.log_metrics({f"nas/best_score{suffix}": result.score,
+                                        f"nas/best_macs{suffix}": result.chosen.macs,
+                                        f"nas/best_params{suffix}": result.chosen.params},
                                        step=trainer.global_step)
         rank_zero_info(f"OneShotNAS: best held-out top-1 {result.score:.4f} at "
-                       f"{result.chosen.cost}: {result.sample}")
-        if self.export_dir is not None and trainer.is_global_zero:
-            export_architecture(self.export_dir, self._supernet, result)
-            (self.export_dir / SEARCH_STATE_FILE).unlink(missing_ok=True)
+                       f"{result.chosen.cost}{' within ' + str(budget) if suffix else ''}: "
+                       f"{result.sample}")
+        if self.budgets is not None and directory is not None and trainer.is_global_zero:
+            # export now, while this winner's statistics are in the supernet
+            export_architecture(directory, self._supernet, result)
+        return result
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy.state_dict(), **self.outer_state(),
-                "result": None if self.result is None else self.result.to_json()}
+                "result": None if self.result is None else self.result.to_json(),
+                "results": [result.to_json() for result in self.results]}
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule,
                            checkpoint: dict[str, Any]) -> None:
@@ -419,8 +462,15 @@ class OneShotNAS(OuterLoop):
         self.load_outer_state(state_dict)
         result = state_dict.get("result")
         self.result = None if result is None else SearchResult.from_json(result)
+        self.results = [SearchResult.from_json(r) for r in state_dict.get("results", [])]
 
     # ---- internals ------------------------------------------------------------------------
+    def _export_dir_of(self, index: int) -> Path | None:
+        """Where the result of the ``index``-th budget goes."""
+        if self.export_dir is None or self.budgets is None:
+            return self.export_dir
+        return self.export_dir / f"budget_{index}"
+
     def _find_supernet(self, pl_module: LightningModule) -> nn.Module:
         """The supernet to search (``supernet=`` or the one ``pl_module`` holds); to be
         elasticized, the one timm model inside ``pl_module`` (so labels and weight names are
@@ -512,9 +562,12 @@ class OneShotNAS(OuterLoop):
                 return
             yield split_batch(to_device(trainer, batch), self.input_key, self.target_key)
 
-    def _scoring(self, trainer: Trainer, pl_module: LightningModule) -> Scoring:
-        """Held-out top-1 of a sample, its batch norm recalibrated (the sample stays
-        active); a search state saved by an interrupted search on these same weights."""
+    def _scoring(self, trainer: Trainer, pl_module: LightningModule, directory: Path | None,
+                 scores: dict[str, float]) -> tuple[Scoring, Callable[[Sample], None]]:
+        """Held-out top-1 of a sample, its batch norm recalibrated (the sample stays active;
+        a score in ``scores`` is reused, and new ones go there); a search state an
+        interrupted search on these same weights saved in ``directory``. And the function
+        that activates a sample with its batch norm recalibrated."""
         heldout, train = self.heldout_loader(trainer), trainer.train_dataloader
         set_sampler_epoch(train, trainer.current_epoch)  # the same batches after a resume
         with torch.random.fork_rng(devices=[]):
@@ -522,32 +575,41 @@ class OneShotNAS(OuterLoop):
             calibration = [x for x, _ in self._batches(train, trainer, self.calibration_batches)]
         supernet, self._calibration = self._supernet, calibration
 
-        def evaluate(sample: Sample) -> float:
+        def calibrate(sample: Sample) -> None:
             activate(supernet, sample, self.space)
             with trainer.precision_plugin.forward_context():
                 recalibrate_batch_norm(supernet, pl_module, calibration)
+
+        def evaluate(sample: Sample) -> float:
+            key = sample_key(sample)
+            if key not in scores:
+                calibrate(sample)
                 pl_module.eval()
-                with as_validation(trainer):  # batch hooks see held-out data as validation data
-                    return top1_accuracy(pl_module, self._batches(heldout, trainer))
+                with trainer.precision_plugin.forward_context(), as_validation(trainer):
+                    # batch hooks see held-out data as validation data
+                    scores[key] = top1_accuracy(pl_module, self._batches(heldout, trainer))
+            return scores[key]
 
         saved, save_state = None, lambda state: None
-        if self.export_dir is not None and trainer.is_global_zero:
-            saved, save_state = self._search_state_file(supernet)
+        if directory is not None and trainer.is_global_zero:
+            saved, save_state = self._search_state_file(supernet, directory)
         if trainer.world_size > 1:  # every rank continues rank 0's search, in step with it
             saved = trainer.strategy.broadcast(saved, src=0)
-        return Scoring(evaluate=evaluate, top_k=self.top_k,
-                       progress=self.progress and trainer.is_global_zero,
-                       on_candidate=lambda candidate: self._meter.sample(),
-                       saved=saved, save_state=save_state)
+        scoring = Scoring(evaluate=evaluate, top_k=self.top_k,
+                          progress=self.progress and trainer.is_global_zero,
+                          on_candidate=lambda candidate: self._meter.sample(),
+                          saved=saved, save_state=save_state)
+        return scoring, calibrate
 
-    def _search_state_file(self, supernet: nn.Module
+    def _search_state_file(self, supernet: nn.Module, directory: Path
                            ) -> tuple[dict | None, Callable[[dict], None]]:
-        """The state an interrupted search on these weights left in ``export_dir``, and the
+        """The state an interrupted search on these weights left in ``directory``, and the
         function that saves the running search's state there (atomically)."""
-        path = self.export_dir / SEARCH_STATE_FILE
+        path = directory / SEARCH_STATE_FILE
         key = {"fingerprint": _fingerprint(supernet.state_dict()), "strategy": repr(self.strategy),
                "searcher": repr(self.search),
-               "budget": None if self.budget is None else dataclasses.asdict(self.budget)}
+               "budget": None if self._context.budget is None
+               else dataclasses.asdict(self._context.budget)}
         saved = None
         if path.exists():
             data = json.loads(path.read_text())
@@ -557,5 +619,5 @@ class OneShotNAS(OuterLoop):
             else:
                 rank_zero_info(f"OneShotNAS: {path} holds the search of another supernet or "
                                "setting; starting afresh")
-        self.export_dir.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         return saved, lambda state: write_json(path, {**key, "state": state}, indent=None)

@@ -57,17 +57,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_pareto(candidates: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any],
+def plot_pareto(candidates: Sequence[Mapping[str, Any]],
+                chosen: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                 path: str | os.PathLike, budget: Any = None) -> Path:
     """Scatter held-out score against MACs, with the Pareto front, the chosen one and the budget.
 
     ``budget`` is a MAC limit (a number, or an object with a ``macs`` attribute such as
-    :class:`nas_aug.Budget`), drawn as a vertical dashed line; ``None`` draws none. Writes a PNG
-    to ``path`` atomically and returns the path.
+    :class:`nas_aug.Budget`), drawn as a vertical dashed line; ``None`` draws none. ``chosen``
+    and ``budget`` may also be lists, one chosen candidate per budget (a search for several
+    budgets). Writes a PNG to ``path`` atomically and returns the path.
     """
     _check_candidates(candidates)
-    _check_candidate(chosen, "chosen")
-    budget_macs = _budget_macs(budget)
+    chosen_list = [chosen] if isinstance(chosen, Mapping) else list(chosen)
+    for one in chosen_list:
+        _check_candidate(one, "chosen")
+    budgets = list(budget) if isinstance(budget, (list, tuple)) else [budget]
+    budget_lines = [macs for macs in map(_budget_macs, budgets) if macs is not None]
     macs = [float(c["macs"]) / 1e6 for c in candidates]
     scores = [float(c["score"]) for c in candidates]
     front = pareto_front(list(zip(macs, scores)))
@@ -79,11 +84,12 @@ def plot_pareto(candidates: Sequence[Mapping[str, Any]], chosen: Mapping[str, An
                label=f"candidates ({len(candidates)})", zorder=2)
     ax.step(front_x, front_y, where="post", color="tab:orange", linewidth=1.6,
             label=f"Pareto front ({len(front)})", zorder=3)
-    ax.scatter([float(chosen["macs"]) / 1e6], [float(chosen["score"])], marker="*", s=180,
-               color="tab:red", edgecolors="black", linewidths=0.6, label="chosen", zorder=4)
-    if budget_macs is not None:
+    ax.scatter([float(c["macs"]) / 1e6 for c in chosen_list],
+               [float(c["score"]) for c in chosen_list], marker="*", s=180, color="tab:red",
+               edgecolors="black", linewidths=0.6, label="chosen", zorder=4)
+    for index, budget_macs in enumerate(budget_lines):
         ax.axvline(budget_macs / 1e6, color="0.3", linestyle="--", linewidth=1.1,
-                   label="budget", zorder=1)
+                   label="budget" if index == 0 else None, zorder=1)
     ax.set_xlabel("MACs (M, multiply-adds)")
     ax.set_ylabel("held-out score")
     ax.set_title("Held-out score vs. MACs of the evaluated architectures")

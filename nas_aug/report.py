@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 REPORT_FILE = "report.md"
+BUDGETS_FILE = "budgets.md"
 PARETO_FILE = "pareto.png"
 PROGRESS_FILE = "progress.png"
 
@@ -79,3 +80,33 @@ def _cost_lines(cost: Mapping[str, Any]) -> list[str]:
 def _budget_text(budget: Mapping[str, Any]) -> str:
     limits = [f"{name} <= {value:,}" for name, value in budget.items() if value is not None]
     return ", ".join(limits) or "none"
+
+
+def write_budget_table(directory: Path, results: Sequence[Any], budgets: Sequence[Any]) -> Path:
+    """``budgets.md``, one row per budget of a search for several (``results`` in budget
+    order, each exported to ``budget_<i>``), and ``pareto.png`` with every winner."""
+    from .io import atomic_write
+    from .plots import plot_pareto
+
+    seen, candidates = set(), []
+    for result in results:
+        for candidate in result.candidates:
+            key = repr(sorted(candidate.sample.items()))
+            if key not in seen and candidate.score is not None:
+                seen.add(key)
+                candidates.append(candidate.to_json())
+    chosen = [{**result.chosen.to_json(), "seconds": result.chosen.seconds or 0.0}
+              for result in results]
+    lines = ["# One supernet, one architecture per budget", "",
+             "| budget | MACs | parameters | held-out score | export |", "|---|---|---|---|---|"]
+    lines += [f"| {budget} | {r.chosen.macs:,} | {r.chosen.params:,} | {r.score:.4f} | "
+              f"[budget_{i}](budget_{i}/report.md) |"
+              for i, (budget, r) in enumerate(zip(budgets, results))]
+    lines += ["", f"{len(candidates)} distinct sub-networks scored once on the held-out data "
+              "and shared by every budget's search.", ""]
+    if candidates:
+        plot_pareto(candidates, chosen, Path(directory) / PARETO_FILE, budget=list(budgets))
+        lines.append(f"![{PARETO_FILE}]({PARETO_FILE})")
+    path = Path(directory) / BUDGETS_FILE
+    atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+    return path

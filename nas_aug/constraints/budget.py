@@ -4,6 +4,7 @@
 # annotations of a dataclass's __init__ from the dataclass's fields, which would give
 # Budget(macs=...) the field's type (int) instead of __init__'s (2e6 is a float in YAML).
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -86,3 +87,28 @@ class Budget:
                  f"params<={self.params:,}" if self.params else "",
                  f"latency<={self.latency_ms:g} ms" if self.latency_ms else ""]
         return "Budget(" + ", ".join(p for p in parts if p) + ")" if any(parts) else "no budget"
+
+
+def check_budgets(budgets: Sequence[Budget]) -> tuple[Budget, ...]:
+    """``budgets`` as a tuple, if they are Budgets that set the same limits and increase
+    (each at least the one before in every limit, and above it in one).
+
+    >>> check_budgets([Budget(macs=2e6), Budget(macs=1e6)])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: budgets must increase: budgets[1]=Budget(macs<=1,000,000) is not above ...
+    """
+    budgets = tuple(budgets) if isinstance(budgets, (list, tuple)) else None
+    if not budgets or not all(isinstance(b, Budget) for b in budgets):
+        raise ValueError(f"budgets must be a non-empty list of nas_aug.Budget, got {budgets!r}")
+    limits = [[name for name in ("macs", "params", "latency_ms") if getattr(b, name) is not None]
+              for b in budgets]
+    for index, (before, after) in enumerate(zip(budgets, budgets[1:]), 1):
+        if limits[index] != limits[0]:
+            raise ValueError(f"every budget must set the same limits: budgets[0] limits "
+                             f"{limits[0]}, budgets[{index}] limits {limits[index]}")
+        pairs = [(getattr(before, name), getattr(after, name)) for name in limits[0]]
+        if not all(a >= b for b, a in pairs) or all(a == b for b, a in pairs):
+            raise ValueError(f"budgets must increase: budgets[{index}]={after} is not above "
+                             f"budgets[{index - 1}]={before}")
+    return budgets

@@ -294,3 +294,44 @@ def test_sandwich_sampling_is_refused_in_multi_process_fits(monkeypatch):
     with pytest.raises(ValueError, match="sampling='sandwich' .* \\(world_size=2\\)"):
         trainer.fit(model, datamodule=DigitsDataModule())
     assert trainer.global_step == 0
+
+
+def test_one_supernet_is_searched_for_several_budgets(tmp_path, costs):
+    pl.seed_everything(0)
+    smallest, largest = (costs(costs.space.smallest()).macs, costs(costs.space.largest()).macs)
+    budgets = [Budget(macs=smallest + (largest - smallest) * k // 4) for k in (1, 2, 4)]
+    model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
+    nas = OneShotNAS(budgets=budgets, export_dir=tmp_path, **SEARCH)
+    make_trainer([nas]).fit(model, datamodule=DigitsDataModule())
+    assert len(nas.results) == 3 and nas.result is nas.results[-1]
+    x = torch.rand(8, 1, 8, 8)
+    for index, (budget, result) in enumerate(zip(budgets, nas.results)):
+        arch = load_architecture(tmp_path / f"budget_{index}")
+        assert arch.sample == result.sample and arch.macs == result.chosen.macs <= budget.macs
+        assert FvcoreCounter()(build_subnet(arch), torch.zeros(1, 1, 8, 8)) == arch.macs
+        assert all(c.macs <= budget.macs for c in result.candidates)
+    # a score is computed once per sub-network, whichever budget's search asks for it
+    scored = [c for r in nas.results for c in r.candidates]
+    by_sample = {}
+    for candidate in scored:
+        by_sample.setdefault(str(sorted(candidate.sample.items())), set()).add(candidate.score)
+    assert all(len(values) == 1 for values in by_sample.values())
+    table = (tmp_path / "budgets.md").read_text()
+    assert all(f"[budget_{i}](budget_{i}/report.md)" in table for i in range(3))
+    assert (tmp_path / "pareto.png").exists()
+    model.eval()  # the last budget's winner is active, with its own statistics
+    torch.testing.assert_close(build_subnet(load_architecture(tmp_path / "budget_2")).eval()(x),
+                               model(x))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(budgets=[Budget(macs=2_000_000), Budget(macs=1_000_000)]), "budgets must increase"),
+    (dict(budgets=[Budget(macs=1_000_000), Budget(macs=1_000_000)]), "budgets must increase"),
+    (dict(budgets=[Budget(macs=1_000_000), Budget(params=10_000)]), "the same limits"),
+    (dict(budgets=[]), "non-empty list of nas_aug.Budget"),
+    (dict(budgets=[Budget(macs=1_000_000)], budget=Budget(macs=1_000_000)), "not both"),
+    (dict(budgets=[Budget(macs=1_000_000)], strategy="darts"), "trains towards one budget"),
+])
+def test_bad_budgets_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OneShotNAS(**kwargs)
