@@ -124,26 +124,17 @@ def _limits(budget: Budget | None) -> dict[str, Any]:
     return {} if budget is None else {k: v for k, v in asdict(budget).items() if v is not None}
 
 
-def load_timm(path: str | os.PathLike, weights: bool = True) -> nn.Module:
-    """The plain timm model of an export's ``timm.json`` (``path``: the file or the export
-    directory), built with timm's own classes as its ``build`` says, with the weights file it
-    names (timm's keys) loaded strictly unless not ``weights``. A ``timm.json`` that names no
-    weights file (``nas-aug export --format timm`` of a registered space) takes the export's.
-
-    >>> load_timm("no/such/dir")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: no timm definition at 'no/such/dir/timm.json'
-    """
+def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn.Module:
+    """The timm model of ``timm.json`` (or the directory holding it), with the weights file
+    ``weights`` beside it loaded (strict) unless ``weights`` is ``None``."""
     from safetensors.torch import load_file
 
-    from .elastic_models.timm_export import TIMM_FORMAT, build_timm
+    from .elastic_models.timm_export import TIMM_FORMAT, build_timm, timm_weights
 
     path, definition = read_tagged_json(path, TIMM_FILE, TIMM_FORMAT, "timm definition")
     net = build_timm(definition)
-    if weights:
-        net.load_state_dict(load_file(str(path.parent / definition.get("weights",
-                                                                        WEIGHTS_FILE))))
+    if weights is not None:
+        net.load_state_dict(timm_weights(load_file(str(path.parent / weights)), definition))
     return net
 
 
@@ -186,7 +177,9 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
                              "not built with nas_aug.search_spaces.create_space) and its export "
                              f"holds no {TIMM_FILE} (written for sub-networks of timm models "
                              "that timm can build), so it cannot be rebuilt")
-        return load_timm(timm_file, weights)
+        if weights and arch.weights is None:
+            raise ValueError("this architecture has no weights file; use weights=False")
+        return load_timm(timm_file, arch.weights if weights else None)
     subnet = extract_subnet(create_space(arch.space, **arch.space_kwargs), arch.sample,
                             torch.zeros(1, *arch.input_shape))
     if not weights:

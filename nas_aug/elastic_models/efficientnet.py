@@ -13,10 +13,7 @@ The squeeze-excite's reduced width stays fixed; its input and output follow the 
 The timm export (blocks ``ds``/``dsa``, ``ir``, ``er``, ``cn``) writes every width, kernel and
 depth an elastic spec with ``divisor=8`` samples. Each expansion ratio is written so that timm's
 rounding (``make_divisible(in_chs * exp_ratio)``) gives the sampled width, and each
-squeeze-excite ratio so that timm gives its (fixed) reduced width. The squeeze-excite's gate and
-activation are written too (``se_layer``: MobileNetV3's gate is ``hard_sigmoid``, where timm's
-``SqueezeExcite`` defaults to ``sigmoid``, which would load the same weights strictly and give
-other outputs).
+squeeze-excite ratio so that timm gives its (fixed) reduced width.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from timm.layers import Conv2dSame, make_divisible
+from timm.layers import Conv2dSame, get_act_layer, make_divisible
 from timm.models import EfficientNet, MobileNetV3
 from torch import nn
 
@@ -146,11 +143,6 @@ def _keeps_shape(first: str, last: str):
 
 # The timm export: block strings (what decode_arch_def reads) and constructor arguments.
 
-BUILD = ("timm.models.{model}(block_args=decode_arch_def(block_args), "
-         "act_layer=timm.layers.get_act_layer(act_layer), "
-         "norm_layer=functools.partial(torch.nn.BatchNorm2d, **norm_layer), "
-         "se_layer=functools.partial(SqueezeExcite, **se_layer), **kwargs), with "
-         "decode_arch_def and SqueezeExcite from timm.models.efficientnet")
 # the block-string suffixes ("_nre", ...) that switch a block's activation
 _SUFFIXES = {"relu": "re", "relu6": "r6", "hard_swish": "hs", "silu": "sw", "mish": "mi"}
 
@@ -297,10 +289,9 @@ class _Blocks:
         return ["_".join([kind, f"r{repeat}", *before, f"s{stride}", *after])
                 for (kind, before, stride, after), repeat in runs]
 
-    def se_layer(self) -> dict[str, Any]:
-        """``SqueezeExcite``'s arguments (timm's defaults, unused, if the model has none)."""
+    def se_layer(self) -> dict[str, Any] | None:
         if not self.gates:
-            return {"gate_layer": "sigmoid", "force_act_layer": None}
+            return None
         if len(self.gates) > 1 or (self.se_forced and len(self.se_acts) > 1):
             raise ValueError(f"the squeeze-excite layers differ (gates {sorted(self.gates)}, "
                              f"activations {sorted(self.se_acts)}); timm builds them alike")
@@ -318,7 +309,7 @@ def _definition(model: nn.Module) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "num_classes": model.num_classes, "in_chans": model.conv_stem.in_channels,
         "stem_size": model.conv_stem.out_channels, "fix_stem": True,
-        "pad_type": "same" if same else "", "drop_rate": model.drop_rate,
+        "pad_type": "same" if same else "", "act_layer": act, "drop_rate": model.drop_rate,
         "global_pool": model.global_pool.pool_type}
     if kind == "MobileNetV3":
         kwargs.update(num_features=model.conv_head.out_channels,
@@ -328,18 +319,20 @@ def _definition(model: nn.Module) -> dict[str, Any]:
         head = isinstance(model.conv_head, nn.Conv2d)
         kwargs.update(num_features=model.conv_head.out_channels if head else 0,
                       stem_kernel_size=_kernel(model.conv_stem, "conv_stem"))
-    return {"model": kind, "build": BUILD.format(model=kind), "kwargs": kwargs,
-            "block_args": block_args, "act_layer": act,
+    return {"model": kind, "kwargs": kwargs, "block_args": block_args,
             "norm_layer": norm_args(model.bn1, "bn1", with_act=True),
             "se_layer": blocks.se_layer()}
 
 
 def _build(model: type[nn.Module], kwargs: dict[str, Any], definition: Mapping[str, Any]
            ) -> nn.Module:
-    """``model(block_args=decode_arch_def(block_args), se_layer=partial(SqueezeExcite,
-    **se_layer), **kwargs)``."""
-    return model(block_args=decode_arch_def(definition["block_args"]),
-                 se_layer=partial(SqueezeExcite, **definition["se_layer"]), **kwargs)
+    """``model(block_args=decode_arch_def(block_args), **kwargs)``, with ``se_layer=partial(
+    SqueezeExcite, **se_layer)``."""
+    se = definition.get("se_layer")
+    if se:
+        kwargs["se_layer"] = partial(SqueezeExcite, gate_layer=get_act_layer(se["gate_layer"]),
+                                     force_act_layer=get_act_layer(se["force_act_layer"]))
+    return model(block_args=decode_arch_def(definition["block_args"]), **kwargs)
 
 
 FAMILY = register(Family(

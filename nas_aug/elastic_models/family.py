@@ -16,11 +16,10 @@ from torch import nn
 from ..registry import Registry
 from .spec import ElasticSpec
 
-# convert(name, module, spec) makes a block (or a model: its network-wide choices) elastic in
-# place and returns (labels, problems)
+# convert(name, block, spec) makes the block elastic in place and returns (labels, problems)
 Convert = Callable[[str, nn.Module, ElasticSpec], tuple[list[str], list[str]]]
-# definition(model): timm's definition of a model of the family, as plain JSON data ("model",
-# "build", "kwargs", "act_layer", "norm_layer" and the family's own keys); ValueError says why
+# definition(model): timm's definition of a model of the family, as plain JSON data
+# ("model", "kwargs", "block_args", "norm_layer", "se_layer"); ValueError says why not
 Definition = Callable[[nn.Module], dict[str, Any]]
 # build(model class, kwargs with act_layer / norm_layer resolved, definition): the timm model
 Build = Callable[[type[nn.Module], dict[str, Any], Mapping[str, Any]], nn.Module]
@@ -38,8 +37,7 @@ class BlockRule:
 @dataclass(frozen=True)
 class Family:
     """A model family: the block types it converts and those it knows but cannot convert;
-    the timm model classes it exports, with the writer and builder of their definitions, and
-    the choices it makes network-wide on such a model (``convert_model``), if any."""
+    the timm model classes it exports, with the writer and builder of their definitions."""
 
     name: str
     blocks: dict[type, BlockRule]
@@ -47,7 +45,6 @@ class Family:
     definition: Definition
     build: Build
     unsupported: dict[type, str] = field(default_factory=dict)
-    convert_model: Convert | None = None
 
 
 FAMILIES: Registry[Family] = Registry("timm family")

@@ -81,13 +81,11 @@ class ElasticReport:
     def labels(self) -> tuple[str, ...]:
         return tuple(label for labels in self.elastic.values() for label in labels)
 
-    def left_as_they_were(self) -> str:
-        """The modules left as they were, with the reasons (``""`` is the model itself)."""
-        return "; ".join(f"{name or 'the model'} ({why})" for name, why in self.skipped.items())
-
     def __str__(self) -> str:
         text = (f"{self.model}: {len(self.elastic)} module(s) made elastic "
                 f"({len(self.labels)} label(s))")
         if self.skipped:
-            text += "; left as they were: " + self.left_as_they_were()
+            text += "; left as they were: " + "; ".join(f"{name} ({why})"
+                                                        for name, why in self.skipped.items())
         return text
+

@@ -1,13 +1,11 @@
 """Take a sub-network of an elasticized timm model back to timm: :func:`timm_definition`
-writes timm's own architecture definition as plain JSON data (the class in ``timm.models``,
-``build``: how timm's public API builds it, its constructor arguments and, where the family has
-them, the block strings ``decode_arch_def`` reads) and :func:`build_timm` builds it with timm,
-ready for the sub-network's weights. The export writes it as ``timm.json`` beside
-``timm.safetensors``: the timm model's weights under timm's own keys, whatever module held it.
+writes timm's own architecture definition as plain JSON data (the model class, its constructor
+arguments and, where the family has them, the block strings ``decode_arch_def`` reads) and
+:func:`build_timm` builds it with timm, ready for the sub-network's weights.
 
-What each timm model family can write is said in its module (:mod:`.efficientnet`,
-:mod:`.resnet`); this module holds what they share and dispatches on the definition's
-``model`` to the family registered for it (:data:`.family.FAMILIES`).
+What each timm model family can write (every sample, or only some) is said in its module
+(:mod:`.efficientnet`, :mod:`.resnet`); this module holds what they share and dispatches on the
+definition's ``model`` to the family registered for it (:data:`.family.FAMILIES`).
 
 Whatever cannot be expressed raises ``ValueError`` saying why, and every definition is checked
 by building it: timm's modules must match the sub-network's one by one.
@@ -25,13 +23,12 @@ import torch
 from timm.layers import create_act_layer, get_act_layer
 from torch import nn
 
-from ..io import atomic_write, write_json
+from ..io import write_json
 from ..sidecars import SIDECARS, Sidecar
 from .family import MODELS, family_of
 
-TIMM_FORMAT = "nas_aug.timm/2"
+TIMM_FORMAT = "nas_aug.timm/1"
 TIMM_FILE = "timm.json"
-TIMM_WEIGHTS_FILE = "timm.safetensors"
 # timm activation names, first match wins
 _ACTS = ("relu", "relu6", "hard_swish", "silu", "mish", "gelu", "gelu_tanh", "hard_sigmoid",
          "sigmoid", "tanh", "leaky_relu", "elu", "celu", "selu", "quick_gelu")
@@ -80,38 +77,44 @@ def norm_args(norm: nn.Module, where: str, with_act: bool) -> dict[str, float]:
 def timm_definition(net: nn.Module) -> dict[str, Any]:
     """timm's definition of ``net``, a standalone (extracted) sub-network that is, or holds, a
     timm model of a registered family (``MobileNetV3``, ``EfficientNet``, ``ResNet``): plain
-    JSON data with the class in ``timm.models`` (``model``), ``build`` (the call that builds it
-    with timm's public API, in words), the constructor ``kwargs`` passed as they are, the
-    ``act_layer`` name and the ``norm_layer`` arguments, and the family's own keys:
-    ``block_args`` (block strings per stage, the input of ``decode_arch_def``) and ``se_layer``
-    (``SqueezeExcite`` arguments: its gate, and its activation if forced), or a ResNet's
-    ``block`` (class names per stage). ``ValueError`` says why timm cannot build it.
+    JSON data with the class (``model``), constructor ``kwargs``, ``block_args`` (block strings
+    per stage, the input of ``decode_arch_def``; ``None`` for a ResNet), the ``norm_layer`` /
+    ``se_layer`` arguments and the ``prefix`` of the timm model's keys in ``net.state_dict()``.
+    ``ValueError`` says why timm cannot build it.
 
     >>> import timm
     >>> net = timm.create_model("mobilenetv3_small_050", num_classes=10)
     >>> definition = timm_definition(net)
-    >>> definition["model"], definition["act_layer"], definition["se_layer"]["gate_layer"]
-    ('MobileNetV3', 'hard_swish', 'hard_sigmoid')
-    >>> definition["block_args"][1]
-    ['ir_r1_k3_s2_e5_c16_nre', 'ir_r1_k3_s1_e3.5_c16_nre']
+    >>> definition["model"], definition["block_args"][1]
+    ('MobileNetV3', ['ir_r1_k3_s2_e5_c16_nre', 'ir_r1_k3_s1_e3.5_c16_nre'])
     >>> build_timm(definition).load_state_dict(net.state_dict())
     <All keys matched successfully>
     """
-    model = find_timm_model(net)[1]
-    definition = {"format": TIMM_FORMAT, **family_of(type(model).__name__).definition(model)}
+    prefix, model = find_timm_model(net)
+    data = family_of(type(model).__name__).definition(model)
+    definition = {"format": TIMM_FORMAT, **data, "prefix": prefix}
     _check_structure(model, build_timm(definition))
     return definition
 
 
 def build_timm(definition: Mapping[str, Any]) -> nn.Module:
-    """The timm model of a :func:`timm_definition` (freshly initialised), built as its
-    ``build`` says: its ``model`` class from ``kwargs``, ``act_layer=get_act_layer(act_layer)``,
-    ``norm_layer=partial(nn.BatchNorm2d, **norm_layer)`` and the family's own arguments."""
+    """The timm model of a :func:`timm_definition` (freshly initialised): its ``model`` class
+    built by the family registered for it from ``kwargs`` (and ``block_args``, ``se_layer``
+    where the family has them), with ``act_layer`` resolved by ``get_act_layer`` and
+    ``norm_layer=partial(nn.BatchNorm2d, **norm_layer)``."""
     kind = definition.get("model")
     family = family_of(kind)
-    kwargs = dict(definition["kwargs"], act_layer=get_act_layer(definition["act_layer"]),
-                  norm_layer=partial(nn.BatchNorm2d, **definition["norm_layer"]))
+    kwargs = dict(definition["kwargs"])
+    kwargs["act_layer"] = get_act_layer(kwargs["act_layer"])
+    kwargs["norm_layer"] = partial(nn.BatchNorm2d, **definition["norm_layer"])
     return family.build(MODELS[kind], kwargs, definition)
+
+
+def timm_weights(state: Mapping[str, torch.Tensor], definition: Mapping[str, Any]
+                 ) -> dict[str, torch.Tensor]:
+    """The sub-network's ``state`` with the keys of :func:`build_timm`'s model."""
+    prefix = definition.get("prefix", "")
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def _describe(module: nn.Module) -> str:
@@ -141,7 +144,7 @@ def check_timm(net: nn.Module, definition: Mapping[str, Any], inputs: torch.Tens
     device of ``inputs``). ``ValueError`` if ``net``'s forward is more than its timm model's."""
     prefix, model = find_timm_model(net)
     built = build_timm(definition)
-    built.load_state_dict(model.state_dict())
+    built.load_state_dict(timm_weights(net.state_dict(), definition))
     weight = next(net.parameters())
     built = built.to(inputs.device, weight.dtype).eval()
     seen: list = []
@@ -163,12 +166,8 @@ def check_timm(net: nn.Module, definition: Mapping[str, Any], inputs: torch.Tens
 
 def write_timm_sidecar(directory: Path, supernet: nn.Module, subnet: nn.Module,
                        result: Any) -> None:
-    """Write ``timm.json`` and ``timm.safetensors`` (the timm model's weights, timm's keys) if
-    ``subnet`` is (or runs) a timm model of a registered family that timm can build, checked
-    on a batch; warn why not when it holds one timm cannot."""
-    from safetensors.torch import save_file
-
-    (directory / TIMM_WEIGHTS_FILE).unlink(missing_ok=True)  # an earlier export's
+    """Write ``timm.json`` if ``subnet`` is (or runs) a timm model of a registered family
+    that timm can build, checked on a batch; warn why not when it holds one timm cannot."""
     if not any(type(m) in MODELS.values() for m in subnet.modules()):
         return
     weight = next(subnet.parameters())
@@ -183,10 +182,7 @@ def write_timm_sidecar(directory: Path, supernet: nn.Module, subnet: nn.Module,
         warnings.warn(f"no {TIMM_FILE} in {directory}: timm's build of the sub-network gives "
                       f"outputs {difference:.3g} away from it", stacklevel=4)
         return
-    state = {k: v.detach().cpu().contiguous()
-             for k, v in find_timm_model(subnet)[1].state_dict().items()}
-    atomic_write(directory / TIMM_WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    write_json(directory / TIMM_FILE, {**definition, "weights": TIMM_WEIGHTS_FILE})
+    write_json(directory / TIMM_FILE, definition)
 
 
 SIDECARS.add("timm", Sidecar(TIMM_FILE, write_timm_sidecar))

@@ -29,19 +29,19 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
     depths, as ``spec`` asks (:class:`ElasticSpec`). Every elastic layer keeps the original
     weights, and the largest sample (the default active one) is exactly the original model.
 
-    Labels are module names relative to ``model``: ``"<block>.width"`` (a ratio of the inner
-    channels), ``"<block>.kernel"``, ``"<stage>.depth"``, and ``"<resnet>.width"`` (``"width"``
-    for ``model`` itself), the one width of all of a ResNet's bottlenecks (:mod:`.resnet`: timm
-    builds no other); ``model`` gets a :class:`~nas_aug.supernet.SupernetInfo` of origin
-    ``"timm"``. Returns an :class:`ElasticReport`; the modules left as they were are also
-    listed in a warning. ``ValueError`` if nothing can be made elastic (the model is then
-    unchanged) or ``model`` already holds choice modules.
+    Labels are module names: ``"<block>.width"`` (a ratio of the inner channels),
+    ``"<block>.kernel"``, ``"<stage>.depth"``; ``model`` gets a
+    :class:`~nas_aug.supernet.SupernetInfo` of origin ``"timm"``. Returns an
+    :class:`ElasticReport`; the modules
+    left as they were are also listed in a warning. ``ValueError`` if nothing can be made
+    elastic (the model is then unchanged) or ``model`` already holds choice modules.
 
-    >>> from timm.models.resnet import Bottleneck, ResNet
+    >>> import timm, torch
     >>> from nas_aug.supernet import space_of
-    >>> net = ResNet(Bottleneck, (2, 1, 1, 1), channels=(8, 16, 16, 32), num_classes=3)
-    >>> elasticize(net, ElasticSpec(width=(0.5, 1.0))).labels
-    ('width', 'layer1.depth')
+    >>> net = timm.create_model("test_resnet", layers=(2, 1, 1, 1), num_classes=3)
+    >>> report = elasticize(net, ElasticSpec(width=(0.5, 1.0)))
+    >>> report.labels[:3]
+    ('layer1.0.width', 'layer1.1.width', 'layer2.0.width')
     >>> space_of(net).candidates("layer1.depth")
     (1, 2)
     """
@@ -55,9 +55,6 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
         raise ValueError(f"{type(model).__name__} already holds choice modules (labels "
                          f"{list(existing)[:4]}...): elasticize a plain model, once")
     rules = {t: rule for family in families() for t, rule in family.blocks.items()}
-    converts = {t: rule.convert for t, rule in rules.items()}
-    converts.update((t, family.convert_model) for family in families() for t in family.models
-                    if family.convert_model is not None)  # a model's network-wide choices
     unsupported = {t: why for family in families() for t, why in family.unsupported.items()}
     report = ElasticReport(type(model).__name__)
     modules = list(model.named_modules())
@@ -67,8 +64,8 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
                           for c in stage.children()] for name, stage in stages}
 
     for name, module in modules:
-        if type(module) in converts:
-            labels, problems = converts[type(module)](name, module, spec)
+        if type(module) in rules:
+            labels, problems = rules[type(module)].convert(name, module, spec)
             if labels:
                 report.elastic[name] = tuple(labels)
             if problems:
@@ -83,15 +80,17 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
         _make_deep(model, name, stage, keeps_shape[name], spec, report)
 
     if not report.elastic:
-        skipped = ("; left as they were: " + report.left_as_they_were()
-                   if report.skipped else "")
+        skipped = "; left as they were: " + "; ".join(
+            f"{n} ({why})" for n, why in report.skipped.items()) if report.skipped else ""
         raise ValueError(f"elasticize found no layer it can make elastic in "
                          f"{type(model).__name__} under {spec}: it looks for the blocks of "
                          f"timm's {_looked_for()}{skipped}")
     mark_supernet(model, SupernetInfo(origin="timm"))
     if report.skipped:
-        warnings.warn(f"elasticize left {len(report.skipped)} module(s) of {report.model} "
-                      f"as they were: {report.left_as_they_were()}", stacklevel=2)
+        warnings.warn(f"elasticize left {len(report.skipped)} module(s) of "
+                      f"{report.model} as they were: "
+                      + "; ".join(f"{n} ({why})" for n, why in report.skipped.items()),
+                      stacklevel=2)
     return report
 
 

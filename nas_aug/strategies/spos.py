@@ -87,7 +87,7 @@ class SPOS(Strategy):
             manual optimization.
 
     >>> SPOS(sampling="sandwich", sandwich_random=2)
-    SPOS(sampling='sandwich', sandwich_random=2)
+    SPOS(sampling='sandwich', sandwich_random=2, distill_weight=0.0, distill_temperature=1.0)
     >>> SPOS(sampling="sandwich", distill_weight=1.0).distills
     True
     """

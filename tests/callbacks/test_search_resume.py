@@ -33,8 +33,8 @@ def test_a_killed_evolution_resumes_from_its_state_file_with_the_same_winner(tmp
     found = json.loads((out / "found.json").read_text())
     assert found["history"] == expected["history"]  # every score, in order
     assert (found["sample"], found["score"]) == (expected["sample"], expected["score"])
-    # the 7 saved scores were not computed again: the rest of the search, and the winner's
-    # final scoring that leaves it active
-    assert found["scored"] == expected["scored"] - 7
+    # the 7 saved scores were not computed again, except the winner's once if it is among
+    # them (an uninterrupted search reads the winner's final score from its own scores)
+    assert expected["scored"] - 7 <= found["scored"] <= expected["scored"] - 6
     arch = json.loads((out / "arch" / "architecture.json").read_text())
     assert arch["sample"] == expected["sample"]

@@ -109,6 +109,9 @@ def test_straight_through_weights_give_the_path_and_reach_every_logit(supernet):
     sample = {**space.random(random.Random(5)),
               **{label: space.candidates(label)[-1] for label in space.labels
                  if label.endswith("depth")}}  # every block runs: every label is on the path
+    # and no edge is cut off (a `none` edge can leave another edge without input)
+    sample = {label: space.candidates(label)[-1] if value == "none" else value
+              for label, value in sample.items()}
     with torch.no_grad():
         expected = plain(net, sample, x)
     logits = {label: torch.randn(len(space.candidates(label)), requires_grad=True)
@@ -153,7 +156,8 @@ def test_labels_left_out_keep_their_active_value(supernet):
     net, x = supernet
     space = space_of(net)
     sample = space.random(random.Random(8))
-    kept = [label for label in space.labels if "kernel" in label or "head" in label]
+    kept = [label for label in space.labels if "kernel" in label or "head" in label] \
+        or list(space.labels[:1])
     with torch.no_grad():
         expected = plain(net, sample, x)
         weights = one_hot(space, sample)
