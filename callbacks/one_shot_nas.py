@@ -22,6 +22,7 @@ from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, CostTable, check_budgets, get_counter
 from ..elastic_models import ElasticSpec, elasticize
 from ..elastic_models.family import MODELS
+from ..elastic_models.timm_export import check_exportable
 from ..export import check_export_dir, export_architecture
 from ..io import write_json
 from ..report import write_budget_table
@@ -530,7 +531,10 @@ class OneShotNAS(OuterLoop):
                           device: torch.device | None = None) -> None:
         """The cost table, and the budget checked against it; a latency budget needs the
         latency measured on the fit's ``device``, which ``on_fit_start`` supplies (the model
-        is not on it during ``setup``)."""
+        is not on it during ``setup``). A timm supernet is first checked to export."""
+        info = supernet_info(self._supernet)
+        if info is not None and info.origin == "timm":
+            check_exportable(self._supernet, input_shape)
         self._context.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
                                                    progress=self.progress)
         if not self._needs_latency:

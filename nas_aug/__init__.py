@@ -7,8 +7,8 @@
 
 from .constraints import Budget, Cost
 from .elastic_models import ElasticSpec, elasticize
-from .export import Architecture, build_subnet, load_architecture
+from .export import Architecture, build_subnet, load_architecture, load_timm
 
 __version__ = "0.1.0"
 __all__ = ["Architecture", "Budget", "Cost", "ElasticSpec", "build_subnet", "elasticize",
-           "load_architecture"]
+           "load_architecture", "load_timm"]

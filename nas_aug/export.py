@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from .constraints import Budget
-from .elastic_models.timm_export import TIMM_FILE
+from .elastic_models.timm_export import TIMM_FILE, timm_part
 from .io import atomic_write, read_tagged_json, write_json
 from .result import SearchResult
 from .sidecars import SIDECARS
-from .supernet import SupernetInfo, extract_subnet, supernet_info
+from .supernet import SupernetInfo, device_of, extract_subnet, supernet_info
 
 FORMAT = "nas_aug.architecture/1"
 ARCHITECTURE_FILE = "architecture.json"
@@ -94,6 +94,8 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
                           dtype=torch.float32 if weight is None else weight.dtype)
     subnet = extract_subnet(supernet, result.sample, example)
     chosen, info = result.chosen, supernet_info(supernet) or SupernetInfo()
+    if info.space_name is None:  # a timm model alone, under timm's names, if that is all it runs
+        subnet = timm_part(subnet, example.to(device_of(subnet)))
     notation = getattr(supernet, "arch_string", None)  # a space with a published notation
     arch = Architecture(
         space=info.space_name, space_kwargs=dict(info.space_kwargs), origin=info.origin,
@@ -125,8 +127,16 @@ def _limits(budget: Budget | None) -> dict[str, Any]:
 
 
 def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn.Module:
-    """The timm model of ``timm.json`` (or the directory holding it), with the weights file
-    ``weights`` beside it loaded (strict) unless ``weights`` is ``None``."""
+    """The timm model of an export: ``timm.json`` (or the directory holding it) built by
+    timm (the class it names, ``decode_arch_def`` for block strings, its norm, activation and
+    squeeze-excite layers), with the weights file ``weights`` beside it loaded strictly under
+    timm's own names, unless ``weights`` is ``None``. The README shows the same in plain timm.
+
+    >>> load_timm("no/such/export")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no timm definition at 'no/such/export/timm.json'
+    """
     from safetensors.torch import load_file
 
     from .elastic_models.timm_export import TIMM_FORMAT, build_timm, timm_weights

@@ -8,7 +8,8 @@ import timm
 import torch
 from helpers import LitClassifier, calibrate, make_trainer, split_tensors
 from lightning.pytorch import Callback
-from timm.models import EfficientNet
+from timm.models import EfficientNet, ResNet
+from timm.models.resnet import Bottleneck
 from torch import nn
 
 from nas_aug import ElasticSpec, elasticize
@@ -93,16 +94,22 @@ def test_labels_and_candidates():
     assert "blocks.0.depth" not in space  # one block
     assert isinstance(model.blocks[2].blocks[0].conv_dw, ElasticConv2d)
 
-    resnet = tiny("resnet")
-    labels = elasticize(resnet, ElasticSpec(width=(0.5,), depth=False)).labels
-    assert labels == tuple(f"layer{s}.{b}.width" for s in range(1, 5) for b in range(2))
-    assert space_of(resnet).candidates("layer3.0.width") == (0.5, 1.0)  # 1.0 always
+    resnet = tiny("resnet")  # test_resnet: layer3 Bottleneck, the others BasicBlock
+    with pytest.warns(UserWarning, match=r"layer1\.0 \(BasicBlock: width: timm builds"):
+        report = elasticize(resnet, ElasticSpec(width=(0.5,), depth=False))
+    assert report.labels == ("width",)  # one for every Bottleneck: timm's base_width
+    assert report.elastic == {"layer3.0": ("width",), "layer3.1": ("width",)}
+    assert space_of(resnet).candidates("width") == (0.5, 1.0)  # 1.0 always
 
 
 def test_width_ratios_that_round_alike_merge():
     # 24 channels: 0.75 rounds to 24 (the full width), 0.5 to 16
-    assert width_choice("w", [24], ElasticSpec()).candidates == (0.5, 1.0)
-    assert width_choice("w", [8], ElasticSpec()) is None
+    assert width_choice("w", [24], ElasticSpec())[0].candidates == (0.5, 1.0)
+    assert width_choice("w", [8], ElasticSpec()) == (None, None)
+    # a width timm cannot build is left out, and said so
+    choice, why = width_choice("w", [48], ElasticSpec(), builds=lambda c: c != 40)
+    assert choice.candidates == (0.5, 1.0)
+    assert why == "width 0.75 (40 channels) left out: timm could not build it"
 
 
 @pytest.mark.parametrize("options, match", [
@@ -253,11 +260,12 @@ def test_warm_started_search_reaches_the_originals_accuracy_in_fewer_steps():
     images, _ = split_tensors(dm, "train")
     calibration = list(images[:256].split(64))
     heldout = list(dm.val_dataloader())
-    spec = ElasticSpec(width=(0.5, 0.75, 1.0))  # test_resnet: one block a stage, widths only
+    spec = ElasticSpec(width=(0.5, 0.75, 1.0))  # one block a stage: one width, timm's own
 
     def fresh() -> nn.Module:
         torch.manual_seed(0)
-        return timm.create_model("test_resnet", pretrained=False, num_classes=10, in_chans=1)
+        return ResNet(Bottleneck, layers=(1, 1, 1, 1), channels=(16, 32, 48, 64), stem_width=16,
+                      num_classes=10, in_chans=1)
 
     trained = LitClassifier(fresh())  # plain training: the "pretrained" original
     make_trainer([], max_epochs=-1, max_steps=100, limit_train_batches=1.0,
@@ -270,7 +278,7 @@ def test_warm_started_search_reaches_the_originals_accuracy_in_fewer_steps():
     for start, backbone in (("warm", copy.deepcopy(trained.backbone)), ("cold", fresh())):
         torch.manual_seed(1)
         probe = _StepsToTarget(target, calibration, heldout)
-        nas = OneShotNAS(elastic=spec, input_shape=(1, 16, 16), population_size=4,
+        nas = OneShotNAS(elastic=spec, input_shape=(1, 16, 16), population_size=2,
                          generations=2, calibration_batches=2, progress=False, seed=0)
         make_trainer([nas, probe], max_epochs=-1, max_steps=200, limit_train_batches=1.0,
                      limit_val_batches=0, num_sanity_val_steps=0).fit(

@@ -10,7 +10,9 @@ import pytest
 import timm
 import torch
 from helpers import SMALL_SPACES, LitClassifier, calibrate, search_result
-from timm.models import EfficientNet, MobileNetV3
+from safetensors.torch import load_file
+from timm.models import EfficientNet, MobileNetV3, ResNet
+from timm.models.resnet import Bottleneck
 from torch import nn
 
 from nas_aug import ElasticSpec, build_subnet, elasticize, load_architecture
@@ -18,24 +20,27 @@ from nas_aug.cli import main
 from nas_aug.constraints import Cost
 from nas_aug.elastic_models import build_timm, timm_definition
 from nas_aug.elastic_models._timm import decode_arch_def
-from nas_aug.elastic_models.timm_export import check_timm
+from nas_aug.elastic_models.timm_export import check_exportable, check_timm
 from nas_aug.export import TIMM_FILE, export_architecture
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import extract_subnet, space_of
 
 SHAPE = (1, 32, 32)
+ONE_CHANNEL = {"num_classes": 10, "in_chans": 1}
 FAMILIES = {
-    "mobilenetv3": ("mobilenetv3_small_050", {}),  # ds + ir (se from expanded width) + cn
-    "efficientnet": ("test_efficientnet", {"depth_multiplier": 2}),  # cn, er, ir (se from input)
-    "resnet": ("test_resnet", {"layers": (2, 2, 2, 2), "zero_init_last": False}),
+    "mobilenetv3": lambda: timm.create_model("mobilenetv3_small_050",  # ds + ir + cn
+                                             **ONE_CHANNEL),
+    "efficientnet": lambda: timm.create_model("test_efficientnet",  # cn, er, ir (se from input)
+                                              depth_multiplier=2, **ONE_CHANNEL),
+    "resnet": lambda: ResNet(Bottleneck, layers=(2, 2, 2, 2), channels=(8, 16, 16, 32),
+                             stem_width=16, zero_init_last=False, **ONE_CHANNEL),
 }
 
 
 def tiny(family: str, spec: ElasticSpec | None = None) -> nn.Module:
     """A calibrated tiny timm model of ``family``, elasticized, in eval mode."""
-    name, options = FAMILIES[family]
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=10, in_chans=1, **options)
+    model = FAMILIES[family]()
     elasticize(model, spec)
     return calibrate(model, SHAPE)
 
@@ -48,18 +53,22 @@ def rebuilt(subnet: nn.Module) -> nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize("family", ["mobilenetv3", "efficientnet"])
+@pytest.mark.parametrize("family", ["mobilenetv3", "efficientnet", "resnet"])
 def test_samples_rebuild_in_timm_with_equal_outputs(family):
     model = tiny(family)
     space, x, rng = space_of(model), torch.randn(4, *SHAPE), random.Random(0)
     definitions = []
-    for sample in [space.largest(), space.smallest(), *(space.random(rng) for _ in range(4))]:
+    samples = [space.largest(), space.smallest(), *(space.random(rng) for _ in range(4))]
+    for sample in samples:
         subnet = extract_subnet(model, sample, x).eval()
         net = rebuilt(subnet)
-        assert type(net) is {"mobilenetv3": MobileNetV3, "efficientnet": EfficientNet}[family]
+        assert type(net) is {"mobilenetv3": MobileNetV3, "efficientnet": EfficientNet,
+                              "resnet": ResNet}[family]
         torch.testing.assert_close(net(x), subnet(x), rtol=0, atol=1e-5)
-        definitions.append(timm_definition(subnet)["block_args"])
-    assert len({json.dumps(d) for d in definitions}) == len(definitions)  # samples differ
+        definitions.append(timm_definition(subnet)["block_args" if family != "resnet"
+                                                   else "kwargs"])
+    distinct = len({json.dumps(sample, sort_keys=True) for sample in samples})
+    assert len({json.dumps(d) for d in definitions}) == distinct  # one definition a sample
 
 
 def test_the_largest_sample_is_timms_own_definition():
@@ -88,28 +97,64 @@ def test_narrowed_blocks_get_float_expansion_and_se_ratios():
     assert subnet.blocks[2][1].se.conv_reduce.out_channels == 40
 
 
-def test_resnet_depth_samples_export_and_narrowed_widths_are_refused():
+def test_a_resnet_width_is_timms_base_width():
     model = tiny("resnet")
     space, x = space_of(model), torch.randn(2, *SHAPE)
-    depth_only = {label: (space.candidates(label)[0] if label.endswith(".depth")
-                          else space.candidates(label)[-1]) for label in space.labels}
-    subnet = extract_subnet(model, depth_only, x).eval()
-    net = rebuilt(subnet)
-    assert timm_definition(subnet)["kwargs"]["layers"] == [1, 1, 1, 1]
-    torch.testing.assert_close(net(x), subnet(x), rtol=0, atol=1e-5)
-    narrowed = extract_subnet(model, {**depth_only, "layer2.0.width": 0.5}, x)
-    with pytest.raises(ValueError, match=r"layer2\.0 is 24 channels wide inside, where timm's "
-                                         r"ResNet makes every BasicBlock of layer2 48 wide"):
+    assert [label for label in space.labels if "width" in label] == ["width"]
+    assert space.candidates("width") == (0.5, 0.75, 1.0)
+    for ratio, base_width in zip(space.candidates("width"), (32, 48, 64)):
+        subnet = extract_subnet(model, {**space.largest(), "width": ratio}, x)
+        assert timm_definition(subnet)["kwargs"]["base_width"] == base_width
+        assert [subnet.get_submodule(f"layer{i}")[0].conv1.out_channels
+                for i in range(1, 5)] == [c * base_width // 64 for c in (8, 16, 16, 32)]
+    depth_only = {**space.smallest(), "width": 1.0}
+    assert timm_definition(extract_subnet(model, depth_only, x))["kwargs"]["layers"] == [1] * 4
+    # a hand-narrowed block timm cannot express is still refused with the reason
+    narrowed = extract_subnet(model, space.largest(), x)
+    narrowed.layer2[0].conv1 = nn.Conv2d(64, 12, 1, bias=False)
+    with pytest.raises(ValueError, match=r"layer2\.0 is 12 channels wide inside, where timm's "
+                                         r"ResNet makes every Bottleneck of layer2 16 wide"):
         timm_definition(narrowed)
 
 
-def test_widths_timm_cannot_round_to_are_refused():
-    model = tiny("mobilenetv3", ElasticSpec(width=(0.5, 1.0), divisor=4))
-    subnet = extract_subnet(model, space_of(model).smallest(), torch.zeros(1, *SHAPE))
-    with pytest.raises(ValueError, match=r"blocks\.1\.0 has 20 expanded channels from 8 input "
-                                         r"channels: timm rounds the expanded width to a "
-                                         r"multiple of 8"):
-        timm_definition(subnet)
+def _mixed_resnet() -> nn.Module:
+    """timm's test_resnet (layer3 Bottleneck, the others BasicBlock) with elastic widths."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", **ONE_CHANNEL)
+    with pytest.warns(UserWarning, match=r"layer1\.0 \(BasicBlock: width: timm builds a "
+                                         r"BasicBlock only at its stage's width"):
+        elasticize(model, ElasticSpec(width=(0.5, 1.0)))
+    return calibrate(model, SHAPE)
+
+
+def test_basic_blocks_keep_their_width_and_a_mixed_resnet_is_refused_before_training():
+    model = _mixed_resnet()
+    assert [label for label in space_of(model).labels if "width" in label] == ["width"]
+    with pytest.raises(ValueError, match=r"smallest sub-network of this timm supernet could not "
+                                         r"be exported back to timm \(the Bottlenecks are "
+                                         r"32/64 of timm's width, but timm's BasicBlock takes "
+                                         r"base_width 64 only"):
+        check_exportable(model, SHAPE)
+    check_exportable(tiny("resnet"), SHAPE)  # a Bottleneck ResNet: every width exports
+
+
+def test_a_resnet_inside_a_module_names_its_width_after_it():
+    torch.manual_seed(0)
+    holder = nn.Module()
+    holder.backbone = timm.create_model("test_resnet", num_classes=10, in_chans=1)
+    with pytest.warns(UserWarning, match="BasicBlock"):
+        report = elasticize(holder, ElasticSpec(width=(0.5, 1.0)))
+    assert "backbone.width" in report.labels and report.labels.count("backbone.width") == 1
+
+
+def test_widths_timm_cannot_build_are_left_out_of_the_space():
+    with pytest.warns(UserWarning, match=r"blocks\.1\.0 \(InvertedResidual: width 0\.5 "
+                                         r"\(20 channels\) left out: timm could not build it"):
+        model = tiny("mobilenetv3", ElasticSpec(width=(0.5, 1.0), divisor=4))
+    space, x = space_of(model), torch.zeros(1, *SHAPE)
+    assert "blocks.1.0.width" not in space.labels
+    for sample in (space.smallest(), space.largest()):  # every sample left exports
+        timm_definition(extract_subnet(model, sample, x))
 
 
 def test_only_a_plain_timm_model_and_its_wrappers_export():
@@ -144,7 +189,11 @@ def test_the_export_writes_timm_json_and_rebuilds_from_it(tmp_path, capsys):
     sample = space_of(module).random(random.Random(1))
     _export(tmp_path, module, sample)
     definition = json.loads((tmp_path / TIMM_FILE).read_text())
-    assert definition["format"] == "nas_aug.timm/1" and definition["prefix"] == "backbone."
+    assert definition["format"] == "nas_aug.timm/1" and definition["prefix"] == ""
+    assert definition["class"] == "timm.models.efficientnet.EfficientNet"
+    # the weights are the timm model's alone, under timm's own names
+    weights = load_file(str(tmp_path / "subnet.safetensors"))
+    assert weights.keys() == build_timm(definition).state_dict().keys()
 
     arch = load_architecture(tmp_path)
     assert arch.space is None
@@ -161,9 +210,9 @@ def test_the_export_writes_timm_json_and_rebuilds_from_it(tmp_path, capsys):
     assert json.loads((tmp_path / TIMM_FILE).read_text()) == definition  # left as written
 
     # re-exported as a sample timm cannot build: the stale timm.json goes, with a warning
-    resnet = tiny("resnet")
-    narrowed = {**space_of(resnet).largest(), "layer1.0.width": 0.5}
-    with pytest.warns(UserWarning, match="no timm.json in .*: layer1.0 is 16 channels wide"):
+    resnet = _mixed_resnet()
+    narrowed = {**space_of(resnet).largest(), "width": 0.5}
+    with pytest.warns(UserWarning, match="no timm.json in .*: the Bottlenecks are 32/64"):
         _export(tmp_path, resnet, narrowed)
     assert not (tmp_path / TIMM_FILE).exists()
     assert main(["export", str(tmp_path), "--format", "timm"]) == 2

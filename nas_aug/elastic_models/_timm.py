@@ -1,9 +1,10 @@
 """timm's private modules, reached from here only.
 
-timm keeps its MobileNetV3 / EfficientNet blocks and the block-string decoder in private
-modules (``timm.models._efficientnet_blocks``, ``timm.models._efficientnet_builder``) that it
-does not re-export and may move in any release; the rest of nas_aug imports them from this
-module, so a timm upgrade that moves them is one file to fix.
+timm keeps its MobileNetV3 / EfficientNet blocks in a private module
+(``timm.models._efficientnet_blocks``) that it does not re-export and may move in any release;
+the rest of nas_aug imports them from this module, so a timm upgrade that moves them is one
+file to fix. What builds a model (``decode_arch_def``, the ``SqueezeExcite`` a model is given)
+comes from the public ``timm.models.mobilenetv3``, as in the README's plain-timm lines.
 """
 
 from timm.models._efficientnet_blocks import (
@@ -13,10 +14,9 @@ from timm.models._efficientnet_blocks import (
     EdgeResidual,
     InvertedResidual,
     MobileAttention,
-    SqueezeExcite,
     UniversalInvertedResidual,
 )
-from timm.models._efficientnet_builder import decode_arch_def
+from timm.models.mobilenetv3 import SqueezeExcite, decode_arch_def
 
 __all__ = ["CondConvResidual", "ConvBnAct", "DepthwiseSeparableConv", "EdgeResidual",
            "InvertedResidual", "MobileAttention", "SqueezeExcite", "UniversalInvertedResidual",

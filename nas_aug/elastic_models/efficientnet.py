@@ -10,10 +10,11 @@ and every model built from ``timm.models._efficientnet_blocks``).
 
 The squeeze-excite's reduced width stays fixed; its input and output follow the block width.
 
-The timm export (blocks ``ds``/``dsa``, ``ir``, ``er``, ``cn``) writes every width, kernel and
-depth an elastic spec with ``divisor=8`` samples. Each expansion ratio is written so that timm's
-rounding (``make_divisible(in_chs * exp_ratio)``) gives the sampled width, and each
-squeeze-excite ratio so that timm gives its (fixed) reduced width.
+The timm export (blocks ``ds``/``dsa``, ``ir``, ``er``, ``cn``) writes every sample: widths timm
+cannot build (an expanded width that is not a multiple of 8, from a spec's smaller ``divisor``)
+are left out of the space when it is built, and said so. Each expansion ratio is written so
+that timm's rounding (``make_divisible(in_chs * exp_ratio)``) gives the sampled width, and
+each squeeze-excite ratio so that timm gives its (fixed) reduced width.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def _width_problem(block: nn.Module, expand: str, norms: tuple[str, ...], dw: st
     return block_problem(block, convs, (expand,), norms) or _se_problem(block.se)
 
 
+def _timm_builds(channels: int) -> bool:
+    """Whether timm can build an expanded width of ``channels``: it rounds ``in_chs *
+    exp_ratio`` to a multiple of 8 (``make_divisible``), so every other width is out of the
+    space (its sub-networks could not be exported)."""
+    return make_divisible(channels) == channels
+
+
 def _make_wide(name: str, block: nn.Module, spec: ElasticSpec, expand: str,
                norms: tuple[str, ...], problems: list[str]):
     """The width choice of ``block`` (``None`` if none), after converting its expansion conv,
@@ -81,7 +89,9 @@ def _make_wide(name: str, block: nn.Module, spec: ElasticSpec, expand: str,
         problems.append(f"width: {problem}")
         return None
     mid = getattr(block, expand).out_channels
-    width = width_choice(f"{name}.width", [mid], spec)
+    width, left_out = width_choice(f"{name}.width", [mid], spec, builds=_timm_builds)
+    if left_out:
+        problems.append(f"{left_out} (it rounds expanded widths to multiples of 8)")
     if width is None:
         return None
     setattr(block, expand, elastic_conv(getattr(block, expand), out=scaled(width, mid, spec)))

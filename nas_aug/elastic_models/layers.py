@@ -7,7 +7,7 @@ why a layer cannot be converted (``None`` if it can).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -145,14 +145,25 @@ def scaled_channels(base: int, divisor: int, ratio: float) -> int:
     return base if ratio == 1 else min(base, make_divisible(base * ratio, divisor))
 
 
-def width_choice(label: str, bases: Sequence[int], spec: ElasticSpec) -> ValueChoice | None:
-    """The width ratios of ``spec`` (and 1.0) that give distinct channel counts for ``bases``,
-    as a choice; ``None`` if fewer than two remain."""
+def width_choice(label: str, bases: Sequence[int], spec: ElasticSpec,
+                 builds: Callable[[int], bool] = lambda channels: True
+                 ) -> tuple[ValueChoice | None, str | None]:
+    """The width ratios of ``spec`` (and 1.0) that give distinct channel counts for ``bases``
+    and that timm ``builds`` (a channel count it can construct), as a choice (``None`` if
+    fewer than two remain), and what was left out for ``builds``, if anything."""
     by_channels: dict[tuple[int, ...], float] = {}
+    left_out: dict[float, tuple[int, ...]] = {}
     for ratio in (*spec.width, 1.0):  # ascending: a larger ratio with equal channels wins
-        by_channels[tuple(scaled_channels(b, spec.divisor, ratio) for b in bases)] = ratio
+        channels = tuple(scaled_channels(b, spec.divisor, ratio) for b in bases)
+        if ratio == 1 or all(builds(c) for c in channels):
+            by_channels[channels] = ratio
+        else:
+            left_out[ratio] = channels
     ratios = sorted(set(by_channels.values()))
-    return ValueChoice(label, ratios) if len(ratios) > 1 else None
+    why = None if not left_out else "width " + ", ".join(
+        f"{ratio:g} ({'/'.join(map(str, channels))} channels)"
+        for ratio, channels in left_out.items()) + " left out: timm could not build it"
+    return (ValueChoice(label, ratios) if len(ratios) > 1 else None), why
 
 
 def scaled(choice: ValueChoice, base: int, spec: ElasticSpec) -> MappedChoice:

@@ -1,56 +1,90 @@
-"""timm's ResNet family (``timm.models.resnet.ResNet``: ResNet, ResNet-D, SE-ResNet, ...).
+"""timm's ResNet family (``timm.models.resnet.ResNet``: ResNet, ResNet-D, wide ResNets, ...).
 
-* ``BasicBlock``: width of ``conv1``'s output (→ ``bn1`` → ``conv2``'s input);
-* ``Bottleneck``: width of the bottleneck (``conv1`` → ``bn1`` → ``conv2`` → ``bn2`` →
-  ``conv3``'s input); a grouped ``conv2`` (ResNeXt) is left as it is.
+* ``Bottleneck``: the width of the bottleneck (``conv1`` → ``bn1`` → ``conv2`` → ``bn2`` →
+  ``conv3``'s input) is one choice for the whole network, labelled ``width`` (after the
+  ResNet's module name, if it sits inside another module): a ratio of timm's ``base_width``,
+  which is how timm's ResNet sets every Bottleneck's inner width. Each sampled ratio is a
+  ``base_width`` timm builds, so every sample exports. A grouped ``conv2`` (ResNeXt) is left
+  as it is.
+* ``BasicBlock``: no elastic width. timm's ResNet makes every ``BasicBlock`` as wide inside as
+  its stage's output, so a narrowed one could not be exported; elasticize says so. (timm's
+  BasicBlock takes only ``base_width=64``, so a ResNet mixing both kinds, such as timm's
+  ``test_resnet``, exports only at its full width; ``OneShotNAS`` says so before training.)
 
 Their convs are not depthwise, so they get no elastic kernel; the block output (and any
-squeeze-excite on it) keeps its width, for the residual sum.
-
-The timm export writes depth samples. timm's ResNet derives every block's inner width from its
-stage and network-wide arguments (``channels``, ``base_width``), so a sample that narrows a
-block is refused (unless it narrows every Bottleneck alike, which ``base_width`` expresses).
+squeeze-excite on it) keeps its width, for the residual sum. Depth is elastic in every stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
+from ..space import ValueChoice
 from .family import BlockRule, Family, register
-from .layers import block_problem, elastic_conv, elastic_norm, scaled, width_choice
+from .layers import block_problem, elastic_conv, elastic_norm
 from .spec import ElasticSpec
 from .timm_export import act_name, norm_args
 
 _BLOCKS: dict[str, type[nn.Module]] = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
 
 
-def _convert(widened: tuple[str, ...], reader: str):
-    """Width for a block whose convs ``widened`` change their output width together (with the
-    norm after each, ``bn1``, ``bn2``...) and ``reader`` reads it."""
-    norms = tuple(f"bn{i + 1}" for i in range(len(widened)))
+def _base_width(planes: int, width: int, cardinality: int = 1) -> int:
+    """The smallest ``base_width`` for which timm's Bottleneck of ``planes`` is ``width``
+    wide inside (timm: ``int(planes * (base_width / 64)) * cardinality``)."""
+    return next(w for w in range(1, 64 * width + 1)
+                if int(planes * (w / 64)) * cardinality >= width)
 
-    def convert(name: str, block: nn.Module, spec: ElasticSpec) -> tuple[list[str], list[str]]:
-        if len(spec.width) == 0 or spec.width == (1.0,):
-            return [], []
-        problem = block_problem(block, (*widened, reader), (*widened, reader), norms)
-        if problem:
-            return [], [f"width: {problem}"]
-        bases = [getattr(block, role).out_channels for role in widened]
-        width = width_choice(f"{name}.width", bases, spec)
-        if width is None:
-            return [], []
-        for role, base, norm in zip(widened, bases, norms):
-            setattr(block, role, elastic_conv(getattr(block, role),
-                                              out=scaled(width, base, spec)))
-            setattr(block, norm, elastic_norm(getattr(block, norm)))
-        setattr(block, reader, elastic_conv(getattr(block, reader)))
-        return [width.label], []
 
-    return convert
+def _scaled_base(base_width: int, ratio: float) -> int:
+    return max(1, round(base_width * ratio))
+
+
+def _bottleneck_width(planes: int, base_width: int, ratio: float) -> int:
+    """The inner width timm gives a Bottleneck of ``planes`` at ``ratio`` of ``base_width``."""
+    return int(planes * (_scaled_base(base_width, ratio) / 64))
+
+
+def _width_label(name: str) -> str:
+    """``width`` after the name of the ResNet holding block ``name`` (``layer<i>.<j>``)."""
+    parts = name.split(".")
+    return ".".join([*parts[:-2], "width"])
+
+
+def _convert_bottleneck(name: str, block: Bottleneck, spec: ElasticSpec
+                        ) -> tuple[list[str], list[str]]:
+    if len(spec.width) == 0 or spec.width == (1.0,):
+        return [], []
+    problem = block_problem(block, ("conv1", "conv2", "conv3"), ("conv1", "conv2", "conv3"),
+                            ("bn1", "bn2"))
+    if problem:
+        return [], [f"width: {problem}"]
+    planes = block.conv3.out_channels // Bottleneck.expansion
+    base = _base_width(planes, block.conv1.out_channels)
+    by_base = {_scaled_base(base, ratio): ratio for ratio in (*spec.width, 1.0)}
+    ratios = sorted(ratio for ratio in by_base.values()
+                    if _bottleneck_width(planes, base, ratio) >= 1)
+    if len(ratios) < 2:
+        return [], []
+    width = ValueChoice(_width_label(name), ratios)
+    channels = width.map(partial(_bottleneck_width, planes, base))
+    for conv, norm in (("conv1", "bn1"), ("conv2", "bn2")):
+        setattr(block, conv, elastic_conv(getattr(block, conv), out=channels))
+        setattr(block, norm, elastic_norm(getattr(block, norm)))
+    block.conv3 = elastic_conv(block.conv3)
+    return [width.label], []
+
+
+def _convert_basic(name: str, block: BasicBlock, spec: ElasticSpec
+                   ) -> tuple[list[str], list[str]]:
+    if len(spec.width) == 0 or spec.width == (1.0,):
+        return [], []
+    return [], ["width: timm builds a BasicBlock only at its stage's width, so a narrowed one "
+                "could not be exported"]
 
 
 def _keeps_shape(block: nn.Module) -> bool:
@@ -75,9 +109,13 @@ def _definition(model: ResNet) -> dict[str, Any]:
                    if type(b) is Bottleneck]
     cardinality = bottlenecks[0][1].conv2.groups if bottlenecks else 1
     # base_width: the widest bottleneck's (width = int(planes * base_width / 64) * cardinality)
-    base_width = max((next(w for w in range(1, 64 * b.conv2.out_channels + 1)
-                           if int(p * (w / 64)) * cardinality >= b.conv2.out_channels)
+    base_width = max((_base_width(p, b.conv2.out_channels, cardinality)
                       for p, b in bottlenecks), default=64)
+    if base_width != 64 and "BasicBlock" in kinds:
+        raise ValueError(f"the Bottlenecks are {base_width}/64 of timm's width, but timm's "
+                         "BasicBlock takes base_width 64 only, so a ResNet mixing BasicBlock and "
+                         "Bottleneck stages exports only at its full width (elasticize it with "
+                         "ElasticSpec(width=()))")
     for s, (stage, p) in enumerate(zip(stages, planes)):
         expected = p if kinds[s] == "BasicBlock" else int(p * (base_width / 64)) * cardinality
         for b, block in enumerate(stage):
@@ -117,8 +155,8 @@ def _build(model: type[nn.Module], kwargs: dict[str, Any], definition: Mapping[s
 FAMILY = register(Family(
     name="ResNet",
     blocks={
-        BasicBlock: BlockRule(_convert(("conv1",), "conv2"), _keeps_shape),
-        Bottleneck: BlockRule(_convert(("conv1", "conv2"), "conv3"), _keeps_shape),
+        BasicBlock: BlockRule(_convert_basic, _keeps_shape),
+        Bottleneck: BlockRule(_convert_bottleneck, _keeps_shape),
     },
     models=(ResNet,),
     definition=_definition,

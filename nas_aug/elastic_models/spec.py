@@ -79,7 +79,9 @@ class ElasticReport:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return tuple(label for labels in self.elastic.values() for label in labels)
+        """Every label once (a ResNet's ``width`` is read by all its Bottlenecks)."""
+        return tuple(dict.fromkeys(label for labels in self.elastic.values()
+                                   for label in labels))
 
     def __str__(self) -> str:
         text = (f"{self.model}: {len(self.elastic)} module(s) made elastic "

@@ -13,12 +13,14 @@ by building it: timm's modules must match the sub-network's one by one.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from timm.layers import create_act_layer, get_act_layer
 from torch import nn
@@ -77,9 +79,12 @@ def norm_args(norm: nn.Module, where: str, with_act: bool) -> dict[str, float]:
 def timm_definition(net: nn.Module) -> dict[str, Any]:
     """timm's definition of ``net``, a standalone (extracted) sub-network that is, or holds, a
     timm model of a registered family (``MobileNetV3``, ``EfficientNet``, ``ResNet``): plain
-    JSON data with the class (``model``), constructor ``kwargs``, ``block_args`` (block strings
-    per stage, the input of ``decode_arch_def``; ``None`` for a ResNet), the ``norm_layer`` /
-    ``se_layer`` arguments and the ``prefix`` of the timm model's keys in ``net.state_dict()``.
+    JSON data with the class (``model``; ``class``, where to import it from), the timm version
+    that wrote it, constructor ``kwargs`` (activations by timm name, for ``get_act_layer``),
+    ``block_args`` (block strings per stage, the input of ``decode_arch_def``; ``None`` for a
+    ResNet), the arguments of ``norm_layer`` (``nn.BatchNorm2d``) and ``se_layer`` (timm's
+    ``SqueezeExcite``: its gate and forced activation, by timm name), and the ``prefix`` of the
+    timm model's keys in ``net.state_dict()`` (``""`` in an export, whose weights are timm's).
     ``ValueError`` says why timm cannot build it.
 
     >>> import timm
@@ -92,7 +97,9 @@ def timm_definition(net: nn.Module) -> dict[str, Any]:
     """
     prefix, model = find_timm_model(net)
     data = family_of(type(model).__name__).definition(model)
-    definition = {"format": TIMM_FORMAT, **data, "prefix": prefix}
+    kind = type(model)
+    definition = {"format": TIMM_FORMAT, "class": f"{kind.__module__}.{kind.__name__}",
+                  "timm_version": timm.__version__, **data, "prefix": prefix}
     _check_structure(model, build_timm(definition))
     return definition
 
@@ -138,6 +145,41 @@ def _check_structure(model: nn.Module, built: nn.Module) -> None:
                              f"sub-network has {mine}")
 
 
+@contextlib.contextmanager
+def _evaluating(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` in eval mode without gradients; every module's mode is restored after."""
+    modes = {m: m.training for m in net.modules()}
+    try:
+        with torch.no_grad():
+            yield net.eval()
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
+def _runs_only(net: nn.Module, model: nn.Module, inputs: torch.Tensor) -> bool:
+    """Whether ``net``'s forward on ``inputs`` is exactly ``model``'s on them."""
+    seen: list = []
+    handle = model.register_forward_hook(lambda m, args, out: seen.append((args, out)))
+    try:
+        with _evaluating(net):
+            output = net(inputs)
+    finally:
+        handle.remove()
+    return len(seen) == 1 and seen[0][0][0] is inputs and seen[0][1] is output
+
+
+def timm_part(net: nn.Module, inputs: torch.Tensor) -> nn.Module:
+    """The one timm model of a registered family inside ``net`` when running it is all
+    ``net``'s forward does (so its weights can be written under timm's own names), else
+    ``net``."""
+    try:
+        _, model = find_timm_model(net)
+    except ValueError:
+        return net
+    return model if model is net or _runs_only(net, model, inputs) else net
+
+
 def check_timm(net: nn.Module, definition: Mapping[str, Any], inputs: torch.Tensor) -> float:
     """Build ``definition`` with timm, load ``net``'s weights (strict) and return the largest
     absolute difference between its outputs and ``net``'s on ``inputs`` (eval mode, on the
@@ -147,21 +189,32 @@ def check_timm(net: nn.Module, definition: Mapping[str, Any], inputs: torch.Tens
     built.load_state_dict(timm_weights(net.state_dict(), definition))
     weight = next(net.parameters())
     built = built.to(inputs.device, weight.dtype).eval()
-    seen: list = []
-    handle = model.register_forward_hook(lambda m, args, out: seen.append((args, out)))
-    modes = {m: m.training for m in net.modules()}
-    try:
-        with torch.no_grad():
-            output = net.eval()(inputs)
-            expected = built(inputs)
-    finally:
-        handle.remove()
-        for module, training in modes.items():
-            module.train(training)
-    if len(seen) != 1 or seen[0][0][0] is not inputs or seen[0][1] is not output:
+    if not _runs_only(net, model, inputs):
         raise ValueError(f"the sub-network's forward ({type(net).__name__}) does more than "
                          f"run its timm model {prefix[:-1]!r} on the input")
+    with _evaluating(net), torch.no_grad():
+        output, expected = net(inputs), built(inputs)
     return (output - expected).abs().max().item()
+
+
+def check_exportable(supernet: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Refuse (``ValueError``) a supernet holding a timm model whose sub-networks the export
+    could not write back as timm definitions, before anything is trained: its largest and
+    smallest samples must both have one. The families leave every width timm cannot build out
+    of the space, so the samples between them then have one too."""
+    from ..supernet import extract_subnet, space_of
+
+    space, example = space_of(supernet), torch.zeros(1, *input_shape)
+    for which, sample in (("largest", space.largest()), ("smallest", space.smallest())):
+        try:
+            timm_definition(extract_subnet(supernet, sample, example))
+        except ValueError as err:
+            raise ValueError(
+                f"the {which} sub-network of this timm supernet could not be exported back to "
+                f"timm ({err}), so no searched architecture could be rebuilt outside this "
+                "process; elasticize only the timm model (OneShotNAS(elastic=...) finds it "
+                "inside your LightningModule) and keep to the blocks the timm export "
+                "writes") from None
 
 
 def write_timm_sidecar(directory: Path, supernet: nn.Module, subnet: nn.Module,

@@ -29,8 +29,9 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
     depths, as ``spec`` asks (:class:`ElasticSpec`). Every elastic layer keeps the original
     weights, and the largest sample (the default active one) is exactly the original model.
 
-    Labels are module names: ``"<block>.width"`` (a ratio of the inner channels),
-    ``"<block>.kernel"``, ``"<stage>.depth"``; ``model`` gets a
+    Labels are module names: ``"<block>.width"`` (a ratio of the inner channels; a ResNet has
+    one ``"width"`` for all its Bottlenecks), ``"<block>.kernel"``, ``"<stage>.depth"``. Only
+    widths timm can build are offered, so every sample exports back to timm; ``model`` gets a
     :class:`~nas_aug.supernet.SupernetInfo` of origin ``"timm"``. Returns an
     :class:`ElasticReport`; the modules
     left as they were are also listed in a warning. ``ValueError`` if nothing can be made
@@ -38,12 +39,12 @@ def elasticize(model: nn.Module, spec: ElasticSpec | None = None) -> ElasticRepo
 
     >>> import timm, torch
     >>> from nas_aug.supernet import space_of
-    >>> net = timm.create_model("test_resnet", layers=(2, 1, 1, 1), num_classes=3)
+    >>> net = timm.create_model("mobilenetv3_small_050", num_classes=3)
     >>> report = elasticize(net, ElasticSpec(width=(0.5, 1.0)))
     >>> report.labels[:3]
-    ('layer1.0.width', 'layer1.1.width', 'layer2.0.width')
-    >>> space_of(net).candidates("layer1.depth")
-    (1, 2)
+    ('blocks.1.0.width', 'blocks.1.1.width', 'blocks.2.0.width')
+    >>> space_of(net).candidates("blocks.2.depth")
+    (1, 2, 3)
     """
     spec = ElasticSpec() if spec is None else spec
     if not isinstance(spec, ElasticSpec):

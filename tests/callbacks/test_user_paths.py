@@ -203,3 +203,16 @@ def test_elasticizing_asks_which_of_two_timm_models():
     with pytest.raises(ValueError, match=r"2 timm models \(backbone, teacher\).*"
                                          r"supernet='teacher'"):
         make_trainer([nas]).fit(model, datamodule=DigitsDataModule(img_size=32))
+
+
+def test_a_timm_supernet_whose_samples_could_not_be_rebuilt_is_refused_before_training():
+    """timm's test_resnet mixes BasicBlock and Bottleneck stages: its Bottleneck width needs a
+    base_width the BasicBlocks cannot take, so no narrowed sample would export."""
+    model = LitClassifier(timm.create_model("test_resnet", num_classes=10, in_chans=1))
+    nas = OneShotNAS(elastic=ElasticSpec(width=(0.5, 1.0)), input_shape=(1, 16, 16), **SEARCH)
+    trainer = make_trainer([nas])
+    with pytest.warns(UserWarning, match="BasicBlock"), \
+            pytest.raises(ValueError, match=r"smallest sub-network of this timm supernet could "
+                                            r"not be exported back to timm .*base_width 64 only"):
+        trainer.fit(model, datamodule=DigitsDataModule(img_size=16))
+    assert trainer.global_step == 0  # refused before any training
