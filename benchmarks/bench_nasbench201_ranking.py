@@ -56,6 +56,7 @@ from benchmarks.bench_nasbench201_table import (
     all_samples,
     space_kwargs,
     to_tensors,
+    write_rows,
 )
 from nas_aug import Budget, load_architecture
 from nas_aug.callbacks import OneShotNAS
@@ -199,19 +200,12 @@ def fit_and_score(option: str, seed: int, epochs: int, mode: Mode, budget: Budge
 
 # ---- the CSV ---------------------------------------------------------------------------------
 def read_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of ``path`` (``search_heldout_top1`` is empty where the search did not score
+    the architecture, so rows are not checked for completeness: runs are, by ``runs_of``)."""
     if not path.exists():
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def runs_of(rows: list[dict[str, str]]) -> dict[tuple[str, int], list[dict[str, str]]]:
@@ -454,7 +448,7 @@ def main() -> None:
             t0 = time.perf_counter()
             export_dir = Path(tempfile.gettempdir()) / "nasbench201_ranking" / f"{option}_{seed}"
             rows += fit_and_score(option, seed, args.epochs, mode, budget, data, export_dir)
-            write_rows(args.out, rows)
+            write_rows(args.out, rows, COLUMNS)
             print(f"{option} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     wall = time.perf_counter() - started
     busy, own = cpu_seconds()

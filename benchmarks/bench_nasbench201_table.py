@@ -63,10 +63,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return complete
 
 
-def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
+        writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
