@@ -15,7 +15,9 @@ class AgingEvolution(Searcher):
     a time, a tournament of ``sample_size`` random members picks the best as parent, the
     child is the parent with one label redrawn, and the oldest member dies. The population is
     always the last ``population_size`` samples told, so the saved state is the history.
-    It ends after ``num_samples`` evaluations, or when no new feasible child can be made.
+    When the tournaments keep picking parents whose every neighbour was seen, the child is a
+    random new sample instead. It ends after ``num_samples`` evaluations, or when no new
+    feasible sample can be made.
 
     Args:
         space: the space to search; ``None`` until :meth:`bind` (``OneShotNAS`` binds it).
@@ -60,6 +62,10 @@ class AgingEvolution(Searcher):
                 raise self._too_few(len(children), "population_size", self.population_size)
             return children
         population = self.history[-self.population_size:]  # the oldest dies as a child is born
-        parent = max(self._rng.sample(population, self.sample_size), key=lambda pair: pair[1])
-        neighbours = self.space.neighbours(parent[0])
-        return self._breed(1, lambda: self._rng.choice(neighbours), seen)
+        for _ in range(self.population_size):  # a parent without a new neighbour: a new tournament
+            parent = max(self._rng.sample(population, self.sample_size), key=lambda pair: pair[1])
+            neighbours = self.space.neighbours(parent[0])
+            child = self._breed(1, lambda pool=neighbours: self._rng.choice(pool), seen)
+            if child:
+                return child
+        return self._breed(1, lambda: self.space.random(self._rng), seen)  # a random newcomer

@@ -84,6 +84,17 @@ def test_local_search_climbs_one_label_at_a_time_and_restarts_at_a_local_optimum
     assert restarts >= 1
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_aging_evolution_uses_its_whole_budget_when_a_parent_has_no_new_neighbour(seed):
+    # 125 samples, 60 asked: tournament winners often have every neighbour seen already
+    space = Space([ValueChoice(label, [0, 1, 2, 3, 4]) for label in "abc"])
+    search = AgingEvolution(num_samples=60, population_size=10, sample_size=3).bind(space,
+                                                                                   seed=seed)
+    asked = []
+    search.run(lambda s: asked.append(sample_key(s)) or -sum(s.values()), progress=False)
+    assert len(asked) == len(set(asked)) == 60
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(population_size=1), "population_size must be an integer >= 2"),
     (dict(population_size=4, sample_size=5), "sample_size must be an integer"),
