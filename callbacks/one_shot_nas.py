@@ -402,7 +402,8 @@ class OneShotNAS(OuterLoop):
             self.result.cost.update(energy_kwh=energy, co2_kg=co2_kg(energy), method=method)
         if self.export_dir is not None and trainer.is_global_zero:
             if self.budgets is None:
-                export_architecture(self.export_dir, self._supernet, self.result)
+                export_architecture(self.export_dir, self._supernet, self.result,
+                                    self.overwrite)
             else:
                 write_budget_table(self.export_dir, self.results, self.budgets)
             for index in range(len(self.results)):
@@ -443,7 +444,7 @@ class OneShotNAS(OuterLoop):
                        f"{result.sample}")
         if self.budgets is not None and directory is not None and trainer.is_global_zero:
             # export now, while this winner's statistics are in the supernet
-            export_architecture(directory, self._supernet, result)
+            export_architecture(directory, self._supernet, result, self.overwrite)
         return result
 
     # ---- state ----------------------------------------------------------------------------

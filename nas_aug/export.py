@@ -19,10 +19,18 @@ from torch import nn
 
 from .constraints import Budget
 from .elastic_models.timm_export import TIMM_FILE, timm_part
-from .io import atomic_write, read_tagged_json, write_json
+from .io import (
+    check_unchanged,
+    json_path,
+    read_tagged_json,
+    refuse_held,
+    write_file_set,
+    write_json,
+)
 from .result import SearchResult
 from .sidecars import SIDECARS
 from .supernet import SupernetInfo, device_of, extract_subnet, supernet_info
+from .validation import check_json_fields
 
 FORMAT = "nas_aug.architecture/1"
 ARCHITECTURE_FILE = "architecture.json"
@@ -69,26 +77,31 @@ class Architecture:
         return data
 
 
+def export_files() -> tuple[str, ...]:
+    """The names of every file an export may write (the sidecars of the integrations loaded
+    included); ``manifest.json`` lists those an export wrote."""
+    from .report import PARETO_FILE, PROGRESS_FILE, REPORT_FILE
+
+    return (ARCHITECTURE_FILE, WEIGHTS_FILE, CANDIDATES_FILE, REPORT_FILE, PARETO_FILE,
+            PROGRESS_FILE, *(SIDECARS.get(name).filename for name in SIDECARS))
+
+
 def check_export_dir(directory: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse a directory that already holds an export, unless ``overwrite``."""
-    existing = Path(directory) / ARCHITECTURE_FILE
-    if existing.exists() and not overwrite:
-        raise FileExistsError(
-            f"export directory {str(directory)!r} already holds a result ({existing}); choose "
-            "another directory or pass overwrite=True to replace it")
+    """Refuse a directory that holds a file an export writes, unless ``overwrite``."""
+    refuse_held(directory, export_files(), overwrite)
 
 
 def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
-                        result: SearchResult) -> Architecture:
-    """Extract ``result``'s chosen sample from ``supernet`` and write the export files
-    (atomically): the architecture, its weights, every scored candidate, and the report with
-    its plots."""
+                        result: SearchResult, overwrite: bool = False) -> Architecture:
+    """Extract ``result``'s chosen sample from ``supernet`` and write the export as one
+    transaction (:func:`nas_aug.io.write_file_set`): the architecture, its weights, every
+    scored candidate, the report with its plots, and the sidecars. A directory that holds
+    any of these files is refused unless ``overwrite``; no other file in it is touched."""
     from safetensors.torch import save_file
 
     from .report import write_report
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weight = next(supernet.parameters(), None)
     example = torch.zeros(1, *result.input_shape,
                           dtype=torch.float32 if weight is None else weight.dtype)
@@ -108,16 +121,18 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         arch_string=notation(result.sample) if notation is not None else None,
         directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    for name in SIDECARS:  # a sidecar of an earlier export of another origin goes
-        sidecar = SIDECARS.get(name)
-        (directory / sidecar.filename).unlink(missing_ok=True)
-        sidecar.write(directory, supernet, subnet, result)
-    write_json(directory / ARCHITECTURE_FILE, arch.to_json())
     candidates = [c.to_json() for c in result.candidates]
-    if candidates:
-        write_json(directory / CANDIDATES_FILE, candidates, indent=1)
-    write_report(directory, arch, candidates)
+
+    def write(folder: Path) -> None:
+        save_file(state, str(folder / WEIGHTS_FILE))
+        for name in SIDECARS:
+            SIDECARS.get(name).write(folder, supernet, subnet, result)
+        write_json(folder / ARCHITECTURE_FILE, arch.to_json())
+        if candidates:
+            write_json(folder / CANDIDATES_FILE, candidates, indent=1)
+        write_report(folder, arch, candidates)
+
+    write_file_set(directory, write, export_files(), overwrite)
     return arch
 
 
@@ -137,14 +152,13 @@ def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn
     ...
     FileNotFoundError: no timm definition at 'no/such/export/timm.json'
     """
-    from safetensors.torch import load_file
-
     from .elastic_models.timm_export import TIMM_FORMAT, build_timm, timm_weights
 
+    check_unchanged(json_path(path, TIMM_FILE))
     path, definition = read_tagged_json(path, TIMM_FILE, TIMM_FORMAT, "timm definition")
     net = build_timm(definition)
     if weights is not None:
-        net.load_state_dict(timm_weights(load_file(str(path.parent / weights)), definition))
+        net.load_state_dict(timm_weights(load_weights(path.parent / weights), definition))
     return net
 
 
@@ -156,6 +170,7 @@ def load_architecture(path: str | os.PathLike) -> Architecture:
     ...
     FileNotFoundError: no architecture at 'no/such/dir/architecture.json'
     """
+    check_unchanged(json_path(path, ARCHITECTURE_FILE))  # first: it finishes a pending export
     path, data = read_tagged_json(path, ARCHITECTURE_FILE, FORMAT, "architecture")
     names = {f.name for f in fields(Architecture)} - {"directory"}
     required = {f.name for f in fields(Architecture) if f.default is MISSING
@@ -164,8 +179,28 @@ def load_architecture(path: str | os.PathLike) -> Architecture:
     if missing or unknown:
         raise ValueError(f"{path}: missing fields {missing}, unknown fields {unknown}; "
                          f"an architecture has {sorted(names)}")
+    check_json_fields(data, Architecture, str(path))
+    if not data["input_shape"] or min(data["input_shape"]) < 1:
+        raise ValueError(f"{path}: field 'input_shape' must list positive sizes (channels, "
+                         f"height, width), got {data['input_shape']}")
     data["input_shape"] = tuple(data["input_shape"])
     return Architecture(**data, directory=path.parent)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path`` of an export, checked against the
+    export's manifest; an unreadable file is named with the reason."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {str(path)!r}; rebuild without weights "
+                                "(weights=False) or export again")
+    check_unchanged(path)
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); export "
+                         "again") from None
 
 
 def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
@@ -173,8 +208,6 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
     the exported (trained) weights if ``weights``, else freshly initialised ones. A sub-network
     of a model that is not a registered space (e.g. an elasticized timm model) is rebuilt from
     the export's ``timm.json``, as the timm model alone (without a module that held it)."""
-    from safetensors.torch import load_file
-
     from .search_spaces import create_space
 
     if arch.space is None:
@@ -199,5 +232,5 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
         return subnet
     if arch.weights is None or arch.directory is None:
         raise ValueError("this architecture has no weights file; use weights=False")
-    subnet.load_state_dict(load_file(str(arch.directory / arch.weights)))
+    subnet.load_state_dict(load_weights(arch.directory / arch.weights))
     return subnet

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .export import TIMM_FILE, build_subnet, load_architecture, load_timm
-from .io import atomic_write
+from .io import add_to_manifest, atomic_write
 from .registry import Registry
 
 
@@ -116,6 +116,7 @@ def export_format(directory: str | os.PathLike, fmt: str, atol: float = 1e-4,
         try:
             if not (fmt == "timm" and arch.space is None):  # else net was built from the file
                 atomic_write(path, lambda tmp: write(net, example, tmp))
+                add_to_manifest(path)  # the next export into this folder replaces it too
         except Exception as err:
             raise RuntimeError(f"this sub-network cannot be exported to {fmt}: {err}") from err
         expected = net(check)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import os
 import warnings
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from .io import write_json
+from .io import check_unchanged, read_json, write_json
 from .sidecars import SIDECARS, Sidecar
 from .space import ElasticBatchNorm2d, ElasticConv2d, ElasticDepth, ElasticLinear, LayerChoice
 from .space.choice import (
@@ -139,16 +138,18 @@ def load_nni_subnet(space: nn.Module, export_dir: str | os.PathLike,
     builds it) for the exported architecture, with the exported weights loaded (strict).
 
     ``export_dir`` holds the export of a search over ``from_nni(space)``."""
-    from safetensors.torch import load_file
+    from .export import WEIGHTS_FILE, load_architecture, load_weights
 
-    from .export import WEIGHTS_FILE, load_architecture
-
-    export_dir = Path(export_dir)
-    samples = json.loads((export_dir / NNI_SAMPLES_FILE).read_text())
+    path = Path(export_dir) / NNI_SAMPLES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no NNI samples at {str(path)!r}: is {str(export_dir)!r} the "
+                                "export of a search over nas_aug.nni.from_nni(space)?")
+    check_unchanged(path)
+    samples = read_json(path, "NNI samples")
     net = space.freeze(samples[0])
     if weights:
         arch = load_architecture(export_dir)
-        net.load_state_dict(load_file(str(export_dir / (arch.weights or WEIGHTS_FILE))))
+        net.load_state_dict(load_weights(path.parent / (arch.weights or WEIGHTS_FILE)))
     return net
 
 

@@ -8,11 +8,14 @@ ValueError: population_size must be an integer >= 2, got 1
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
+import types
+import typing
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Union
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -57,3 +60,55 @@ def closest_match(name: str, valid: Iterable[str]) -> str:
     """
     match = difflib.get_close_matches(name, list(valid), n=1) if isinstance(name, str) else []
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def check_json_fields(data: dict[str, Any], cls: type, where: str) -> None:
+    """Refuse JSON ``data`` whose field values do not have the types the dataclass ``cls``
+    declares (a list stands for a tuple, an int for a float); ``where`` names the file.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Shape:
+    ...     dims: tuple[int, ...]
+    >>> check_json_fields({"dims": "1x8x8"}, Shape, "shape.json")
+    Traceback (most recent call last):
+    ...
+    ValueError: shape.json: field 'dims' must be a list of int, got str '1x8x8'
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in data and not _has_type(data[f.name], hints[f.name]):
+            value = data[f.name]
+            raise ValueError(f"{where}: field {f.name!r} must be {_type_text(hints[f.name])}, "
+                             f"got {type(value).__name__} {value!r}")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (tuple, list):
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint in (int, float):
+        number = numbers.Integral if hint is int else numbers.Real
+        return isinstance(value, number) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_text(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_text(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    if origin in (tuple, list):
+        return f"a list of {_type_text(args[0])}"
+    if origin is dict:
+        return "an object"
+    return getattr(hint, "__name__", str(hint))

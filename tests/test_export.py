@@ -1,5 +1,7 @@
+import hashlib
 import json
 import random
+import stat
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from nas_aug.export import (
     check_export_dir,
     export_architecture,
 )
-from nas_aug.io import atomic_write
+from nas_aug.io import MANIFEST_FILE, atomic_write
 from nas_aug.report import PARETO_FILE, PROGRESS_FILE, REPORT_FILE
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import activate, choice_modules, space_of
@@ -55,10 +57,17 @@ def exported(tmp_path, supernet, table, sample):
     return directory, arch
 
 
-def test_export_writes_the_three_files(exported, sample, table):
+def test_export_writes_the_three_files_and_their_manifest(exported, sample, table):
     directory, arch = exported
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        [ARCHITECTURE_FILE, WEIGHTS_FILE, REPORT_FILE])
+        [ARCHITECTURE_FILE, WEIGHTS_FILE, REPORT_FILE, MANIFEST_FILE])
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    assert sorted(manifest["files"]) == sorted([ARCHITECTURE_FILE, WEIGHTS_FILE, REPORT_FILE])
+    for name, digest in manifest["files"].items():
+        content = (directory / name).read_bytes()
+        assert digest == {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # the weights too (safetensors writes 0600)
     data = json.loads((directory / ARCHITECTURE_FILE).read_text())
     assert data["format"] == FORMAT
     assert data["space"] == "mobilenet_tiny"
@@ -203,6 +212,7 @@ def edit_sample(directory, edit) -> None:
     data = json.loads(path.read_text())
     edit(data["sample"])
     path.write_text(json.dumps(data))
+    (directory / MANIFEST_FILE).unlink()  # edited by hand: read as it is
 
 
 @pytest.mark.parametrize("edit, message", [

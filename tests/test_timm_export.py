@@ -22,6 +22,7 @@ from nas_aug.elastic_models import build_timm, timm_definition
 from nas_aug.elastic_models._timm import decode_arch_def
 from nas_aug.elastic_models.timm_export import check_exportable, check_timm
 from nas_aug.export import TIMM_FILE, export_architecture
+from nas_aug.io import MANIFEST_FILE
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import extract_subnet, space_of
 
@@ -179,9 +180,10 @@ def test_only_a_plain_timm_model_and_its_wrappers_export():
         check_timm(Scaled(), definition, torch.zeros(1, *SHAPE))
 
 
-def _export(directory, supernet, sample):
+def _export(directory, supernet, sample, overwrite=False):
     return export_architecture(directory, supernet,
-                               search_result(sample, SHAPE, Cost(macs=1, params=1), score=0.5))
+                               search_result(sample, SHAPE, Cost(macs=1, params=1), score=0.5),
+                               overwrite)
 
 
 def test_the_export_writes_timm_json_and_rebuilds_from_it(tmp_path, capsys):
@@ -209,12 +211,17 @@ def test_the_export_writes_timm_json_and_rebuilds_from_it(tmp_path, capsys):
     assert "timm.json" in out and "subnet.torchscript.pt" in out
     assert json.loads((tmp_path / TIMM_FILE).read_text()) == definition  # left as written
 
-    # re-exported as a sample timm cannot build: the stale timm.json goes, with a warning
+    # re-exported as a sample timm cannot build: the stale timm.json goes, with a warning, and
+    # so do the formats written from the old weights
     resnet = _mixed_resnet()
     narrowed = {**space_of(resnet).largest(), "width": 0.5}
-    with pytest.warns(UserWarning, match="no timm.json in .*: the Bottlenecks are 32/64"):
+    with pytest.raises(FileExistsError, match=r"timm\.json"):
         _export(tmp_path, resnet, narrowed)
+    with pytest.warns(UserWarning, match="no timm.json in .*: the Bottlenecks are 32/64"):
+        _export(tmp_path, resnet, narrowed, overwrite=True)
     assert not (tmp_path / TIMM_FILE).exists()
+    assert not (tmp_path / "subnet.torchscript.pt").exists()
+    assert not (tmp_path / "subnet.onnx").exists()
     assert main(["export", str(tmp_path), "--format", "timm"]) == 2
     assert "holds no timm.json" in capsys.readouterr().err
 
@@ -242,6 +249,7 @@ def test_a_registered_timm_space_exports_on_request(tmp_path, capsys, monkeypatc
     data["space"] = "a_timm_space"
     (tmp_path / "architecture.json").write_text(json.dumps(data))
     (tmp_path / TIMM_FILE).unlink()
+    (tmp_path / MANIFEST_FILE).unlink()  # edited by hand: read as it is
     assert arch.space is None
     assert main(["export", str(tmp_path), "--format", "timm"]) == 0
     assert (tmp_path / TIMM_FILE).exists() and "max |difference|" in capsys.readouterr().out
