@@ -156,9 +156,14 @@ def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn
 
     check_unchanged(json_path(path, TIMM_FILE))
     path, definition = read_tagged_json(path, TIMM_FILE, TIMM_FORMAT, "timm definition")
-    net = build_timm(definition)
+    try:
+        net = build_timm(definition)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: timm cannot build the model it defines ({type(err).__name__}"
+                         f": {err})") from None
     if weights is not None:
-        net.load_state_dict(timm_weights(load_weights(path.parent / weights), definition))
+        file = path.parent / weights
+        _load_state(net, timm_weights(load_weights(file), definition), file, path)
     return net
 
 
@@ -232,5 +237,15 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
         return subnet
     if arch.weights is None or arch.directory is None:
         raise ValueError("this architecture has no weights file; use weights=False")
-    subnet.load_state_dict(load_weights(arch.directory / arch.weights))
+    file = arch.directory / arch.weights
+    _load_state(subnet, load_weights(file), file, arch.directory / ARCHITECTURE_FILE)
     return subnet
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], weights: Path, of: Path) -> None:
+    """Load ``state`` (from the file ``weights``) strictly into ``net`` (built from ``of``)."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"the weights in {weights} do not fit the network {of} describes "
+                         f"(were they exported with it?): {err}") from None

@@ -220,3 +220,14 @@ def test_the_weights_load_as_exported(exported, supernet, results):
     x = torch.randn(2, *SHAPE)
     expected = extract_subnet(supernet, results[0].sample, x).eval()
     torch.testing.assert_close(net(x), expected(x))
+
+
+def test_weights_that_do_not_fit_the_architecture_are_named(tmp_path, supernet, results,
+                                                            exported):
+    other = tmp_path / "other"
+    export_architecture(other, supernet, results[1])
+    shutil.copy(other / WEIGHTS_FILE, exported / WEIGHTS_FILE)
+    (exported / MANIFEST_FILE).unlink()  # unchecked: the shapes give it away
+    with pytest.raises(ValueError, match=rf"the weights in {exported / WEIGHTS_FILE} do not "
+                                         rf"fit the network {exported / ARCHITECTURE_FILE}"):
+        build_subnet(load_architecture(exported))

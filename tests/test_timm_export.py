@@ -15,7 +15,7 @@ from timm.models import EfficientNet, MobileNetV3, ResNet
 from timm.models.resnet import Bottleneck
 from torch import nn
 
-from nas_aug import ElasticSpec, build_subnet, elasticize, load_architecture
+from nas_aug import ElasticSpec, build_subnet, elasticize, load_architecture, load_timm
 from nas_aug.cli import main
 from nas_aug.constraints import Cost
 from nas_aug.elastic_models import build_timm, timm_definition
@@ -224,6 +224,24 @@ def test_the_export_writes_timm_json_and_rebuilds_from_it(tmp_path, capsys):
     assert not (tmp_path / "subnet.onnx").exists()
     assert main(["export", str(tmp_path), "--format", "timm"]) == 2
     assert "holds no timm.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["kwargs"].update(num_clases=3), r"timm cannot build the model it defines "
+                                                 r"\(TypeError: .*num_clases"),
+    (lambda d: d.pop("kwargs"), r"timm cannot build the model it defines \(KeyError"),
+])
+def test_a_broken_timm_definition_is_named(tmp_path, edit, message):
+    module = tiny("mobilenetv3")
+    _export(tmp_path, module, space_of(module).smallest())
+    definition = json.loads((tmp_path / TIMM_FILE).read_text())
+    edit(definition)
+    (tmp_path / TIMM_FILE).write_text(json.dumps(definition))
+    with pytest.raises(ValueError, match=f"{TIMM_FILE} is not the file written with"):
+        load_timm(tmp_path)
+    (tmp_path / MANIFEST_FILE).unlink()  # edited by hand: read as it is
+    with pytest.raises(ValueError, match=f"{tmp_path / TIMM_FILE}: {message}"):
+        load_timm(tmp_path)
 
 
 def test_the_timm_format_of_a_registered_space(tmp_path, capsys):

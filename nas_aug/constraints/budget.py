@@ -34,7 +34,8 @@ def _positive_int(name: str, value) -> int | None:
 @dataclass(frozen=True, init=False)
 class Budget:
     """Upper bounds on MACs, parameters and latency (ms, measured on the fit's device by a
-    latency table); ``None`` means unbounded.
+    latency table); ``None`` leaves that cost unbounded (at least one limit is set: no budget
+    at all is ``budget=None``).
 
     ``flops=`` is accepted as another name for ``macs=``: we mean FLOPs as fvcore and papers
     count them, one per multiply-add (torch's own counter counts two). In a LightningCLI
@@ -73,6 +74,9 @@ class Budget:
                              "milliseconds (or None)")
         object.__setattr__(self, "latency_ms",
                            None if latency_ms is None else float(latency_ms))
+        if self.macs is None and self.params is None and self.latency_ms is None:
+            raise ValueError("Budget() sets no limit: give macs (or flops), params or "
+                             "latency_ms; for a search without a budget pass budget=None")
 
     def allows(self, cost: Cost) -> bool:
         if self.latency_ms is not None and cost.latency_ms is None:
