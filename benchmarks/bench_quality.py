@@ -40,6 +40,11 @@ HAND_RULE = ("kernel 3 and the widest head everywhere, full depth, one expand ra
              "blocks removed one at a time from the last stage backwards until it fits")
 
 
+QUALITY_FIGURES = {"4": "4. Quality (Fashion-MNIST)",
+                   "5b": "5b. Ranking fidelity (Fashion-MNIST)",
+                   "6": "6. Random-search baseline (Fashion-MNIST)"}
+
+
 @dataclass
 class Row:
     """One line of the suite's table."""
@@ -235,7 +240,7 @@ def quality(bench: QualityBench) -> tuple[Row, list[str]]:
     random_macs = [macs[n] for n in archs if n.startswith("random")]
     seeds = len(mode.seeds)
     retrain_s = statistics.median(r.seconds for rs in runs.values() for r in rs)
-    row = Row("4. Quality (Fashion-MNIST)",
+    row = Row(QUALITY_FIGURES["4"],
               f"searched {_mean_spread(tests['searched'])} vs random "
               f"{statistics.mean(random_means):.4f} (best {max(random_means):.4f}) vs hand-picked "
               f"{_mean_spread(tests['hand-picked'])}",
@@ -284,7 +289,7 @@ def random_search(bench: QualityBench) -> tuple[Row, list[str]]:
                "|---|---:|---:|---:|"]
     details += [f"| {c.name}{' (best)' if c is best else ''} | {c.macs:,} | {c.heldout:.4f} | "
                 f"{c.seconds:.0f} |" for c in candidates]
-    row = Row("6. Random-search baseline (Fashion-MNIST)",
+    row = Row(QUALITY_FIGURES["6"],
               f"ours {ours_seed.test:.4f} vs best of {len(candidates)} {best.test:.4f} "
               f"(Δ {ours_seed.test - best.test:+.4f})",
               f"test top-1 with seed {recipe.seed}: ours (searched, {ours_seed.macs:,} MACs, "
@@ -322,7 +327,7 @@ def ranking_fidelity(bench: QualityBench) -> tuple[Row, list[str]]:
     details = ["## Row 5b: the Fashion-MNIST architectures ranked", "",
                "| architecture | MACs | held-out top-1, inherited | held-out top-1, standalone |",
                "|---|---:|---:|---:|", *details]
-    row = Row("5b. Ranking fidelity (Fashion-MNIST)", f"τ = {tau:.3f} (p = {p_value:.3f})",
+    row = Row(QUALITY_FIGURES["5b"], f"τ = {tau:.3f} (p = {p_value:.3f})",
               f"held-out top-1 over {len(runs)} architectures: inherited "
               f"{min(inherited):.3f}–{max(inherited):.3f}, standalone "
               f"{min(standalone):.3f}–{max(standalone):.3f}",
