@@ -115,6 +115,13 @@ class OneShotNAS(OuterLoop):
     killed while it scores sub-networks continues from ``search_state.json`` in
     ``export_dir`` when the fit is run again from its last checkpoint.
 
+    Every logger of the Trainer receives, per epoch, the strategy's metrics under ``nas/``
+    (SPOS: ``sampled_macs_mean`` of the paths it trained; gradient strategies: entropies,
+    probabilities and outer losses; GDAS also its ``temperature``), ``nas/val_top1`` and
+    ``nas/val_macs`` of the path validated (where the module's forward returns logits), and
+    when the search ends ``nas/best_score``, ``nas/best_macs`` and ``nas/best_params`` of the
+    chosen architecture.
+
     Args:
         budget: the :class:`~nas_aug.Budget` every result must meet (``None``: unbounded).
         budgets: several increasing budgets instead (searchers' strategies only): the trained
@@ -229,6 +236,11 @@ class OneShotNAS(OuterLoop):
         self._winner: tuple[str, list[torch.Tensor]] | None = None  # weights' hash, buffers
         self._loading_into_fit = True
         self._teacher, self._teacher_logits = contextlib.ExitStack(), []
+        # while fitting, the module's outputs on validation batches, and the correct and the
+        # total count of their top-1 predictions, for the path validated
+        self._validating, self._validated_outputs = contextlib.ExitStack(), []
+        self._validated_counts: torch.Tensor | None = None
+        self._validated: Sample | None = None
 
     @property
     def state_key(self) -> str:
@@ -371,10 +383,44 @@ class OneShotNAS(OuterLoop):
         if trainer.state.fn != TrainerFn.FITTING:
             self._restore_winner(trainer, pl_module)
             return
-        activate(self._supernet, self.strategy.validation_sample(), self.space)
+        self._validated = activate(self._supernet, self.strategy.validation_sample(), self.space)
         if self._recent_inputs:
             with trainer.precision_plugin.forward_context():
                 recalibrate_batch_norm(self._supernet, pl_module, self._recent_inputs)
+        self._validating.close()
+        self._validated_counts = None
+        self._validated_outputs = self._validating.enter_context(outputs_of(pl_module))
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        """Count the validated path's correct top-1 predictions: the module's first output
+        on a batch of the first validation loader, where it holds one row of logits per
+        target."""
+        captured = self._validated_outputs[:1]
+        self._validated_outputs.clear()
+        if not captured or dataloader_idx != 0:
+            return
+        logits, (_, targets) = captured[0], split_batch(batch, self.input_key, self.target_key)
+        if not (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor)
+                and logits.ndim == 2 and targets.shape == logits.shape[:1]):
+            return
+        counts = torch.stack([(logits.argmax(-1) == targets).sum(),
+                              torch.tensor(targets.numel(), device=targets.device)])
+        self._validated_counts = counts if self._validated_counts is None else \
+            self._validated_counts + counts
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log the validated path's top-1 (``nas/val_top1``: the largest path under SPOS, the
+        arg-max under a gradient strategy) and its MACs (``nas/val_macs``)."""
+        self._validating.close()
+        counts, self._validated_counts = self._validated_counts, None
+        if counts is None:
+            return
+        correct, total = trainer.strategy.reduce(counts.float(), reduce_op="sum")
+        pl_module.log("nas/val_top1", correct / total)
+        if self.cost_table is not None:
+            pl_module.log("nas/val_macs", float(self.cost_table(self._validated).macs))
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore_winner(trainer, pl_module)
@@ -433,15 +479,17 @@ class OneShotNAS(OuterLoop):
         result.precision, result.costs_cover = str(trainer.precision), self._costs_cover(pl_module)
         if result.note:
             rank_zero_warn(f"OneShotNAS: {result.note}")
-        suffix = "" if self.budgets is None else f"/{budget}"
-        if trainer.logger is not None:
-            trainer.logger.log_metrics({f"nas/best_score{suffix}": result.score,
-                                        f"nas/best_macs{suffix}": result.chosen.macs,
-                                        f"nas/best_params{suffix}": result.chosen.params},
-                                       step=trainer.global_step)
-        rank_zero_info(f"OneShotNAS: best held-out top-1 {result.score:.4f} at "
-                       f"{result.chosen.cost}{' within ' + str(budget) if suffix else ''}: "
-                       f"{result.sample}")
+        suffix, chosen = ("" if self.budgets is None else f"/{budget}"), result.chosen
+        for logger in trainer.loggers:
+            logger.log_metrics({f"nas/best_score{suffix}": result.score,
+                                f"nas/best_macs{suffix}": chosen.macs,
+                                f"nas/best_params{suffix}": chosen.params},
+                               step=trainer.global_step)
+        within = "" if budget is None else f" within {budget}"
+        how = (f"the most probable architecture{within} (probability {chosen.probability:.3g})"
+               if chosen.probability is not None else f"the best held-out score{within}")
+        rank_zero_info(f"OneShotNAS: chose {how}: held-out top-1 {result.score:.4f} at "
+                       f"{chosen.cost}: {result.sample}")
         if self.budgets is not None and directory is not None and trainer.is_global_zero:
             # export now, while this winner's statistics are in the supernet
             export_architecture(directory, self._supernet, result, self.overwrite)

@@ -130,7 +130,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         write_json(folder / ARCHITECTURE_FILE, arch.to_json())
         if candidates:
             write_json(folder / CANDIDATES_FILE, candidates, indent=1)
-        write_report(folder, arch, candidates)
+        write_report(folder, arch, candidates, supernet)
 
     write_file_set(directory, write, export_files(), overwrite)
     return arch

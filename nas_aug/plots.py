@@ -59,13 +59,15 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def plot_pareto(candidates: Sequence[Mapping[str, Any]],
                 chosen: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                path: str | os.PathLike, budget: Any = None) -> Path:
+                path: str | os.PathLike, budget: Any = None, chosen_label: str = "chosen"
+                ) -> Path:
     """Scatter held-out score against MACs, with the Pareto front, the chosen one and the budget.
 
     ``budget`` is a MAC limit (a number, or an object with a ``macs`` attribute such as
     :class:`nas_aug.Budget`), drawn as a vertical dashed line; ``None`` draws none. ``chosen``
     and ``budget`` may also be lists, one chosen candidate per budget (a search for several
-    budgets). Writes a PNG to ``path`` atomically and returns the path.
+    budgets; an empty list marks none), drawn as stars with the legend ``chosen_label``.
+    Writes a PNG to ``path`` atomically and returns the path.
     """
     _check_candidates(candidates)
     chosen_list = [chosen] if isinstance(chosen, Mapping) else list(chosen)
@@ -84,9 +86,11 @@ def plot_pareto(candidates: Sequence[Mapping[str, Any]],
                label=f"candidates ({len(candidates)})", zorder=2)
     ax.step(front_x, front_y, where="post", color="tab:orange", linewidth=1.6,
             label=f"Pareto front ({len(front)})", zorder=3)
-    ax.scatter([float(c["macs"]) / 1e6 for c in chosen_list],
-               [float(c["score"]) for c in chosen_list], marker="*", s=180, color="tab:red",
-               edgecolors="black", linewidths=0.6, label="chosen", zorder=4)
+    if chosen_list:
+        ax.scatter([float(c["macs"]) / 1e6 for c in chosen_list],
+                   [float(c["score"]) for c in chosen_list], marker="*", s=180,
+                   color="tab:red", edgecolors="black", linewidths=0.6, label=chosen_label,
+                   zorder=4)
     for index, budget_macs in enumerate(budget_lines):
         ax.axvline(budget_macs / 1e6, color="0.3", linestyle="--", linewidth=1.1,
                    label="budget" if index == 0 else None, zorder=1)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,21 +47,27 @@ class SpaceConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def _range(low: float | None = None, high: float | None = None, above: float | None = None
+           ) -> dict[str, Any]:
+    """A recipe field's accepted numbers: ``low <= value <= high``, or ``value > above``."""
+    return {"range": (low, high, above)}
+
+
 @dataclass
 class SupernetConfig:
-    epochs: int = 30
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
+    epochs: int = field(default=30, metadata=_range(1))
+    lr: float = field(default=5e-3, metadata=_range(above=0))
+    weight_decay: float = field(default=1e-4, metadata=_range(0))
     sampling: str = "uniform"
-    sandwich_random: int = 1
+    sandwich_random: int = field(default=1, metadata=_range(0))
 
 
 @dataclass
 class BudgetConfig:
-    macs: float | None = None
-    params: float | None = None
-    flops: float | None = None
-    latency_ms: float | None = None  # measured on the fit's device
+    macs: float | None = field(default=None, metadata=_range(1))
+    params: float | None = field(default=None, metadata=_range(1))
+    flops: float | None = field(default=None, metadata=_range(1))
+    latency_ms: float | None = field(default=None, metadata=_range(above=0))  # on the fit's device
 
 
 @dataclass
@@ -67,17 +75,17 @@ class SearchConfig:
     strategy: str = "spos"  # a name in nas_aug.strategies.STRATEGIES (spos, darts, ...)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's options
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    population_size: int = 16
-    generations: int = 8
-    mutation_prob: float = 0.1
-    calibration_batches: int = 8
+    population_size: int = field(default=16, metadata=_range(2))
+    generations: int = field(default=8, metadata=_range(1))
+    mutation_prob: float = field(default=0.1, metadata=_range(0, 1))
+    calibration_batches: int = field(default=8, metadata=_range(1))
 
 
 @dataclass
 class RetrainConfig:
-    epochs: int = 30
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
+    epochs: int = field(default=30, metadata=_range(0))  # 0: the rows are untrained networks
+    lr: float = field(default=5e-3, metadata=_range(above=0))
+    weight_decay: float = field(default=1e-4, metadata=_range(0))
 
 
 @dataclass
@@ -104,7 +112,7 @@ class Recipe:
     """
 
     name: str = "recipe"
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(0))
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
@@ -119,7 +127,15 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> Recipe:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        """The recipe in the YAML file ``path``, with ``overrides`` (``section.key=value``)
+        applied; every error names the file or the override."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no recipe file at {str(path)!r}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
@@ -131,8 +147,23 @@ class Recipe:
                 if not isinstance(node, dict):
                     raise ValueError(f"cannot apply {item!r}: {'.'.join(parents[:depth])} is "
                                      f"{node!r}, not a section")
-            node[leaf] = yaml.safe_load(value)
-        return cls.from_dict(data)
+            try:
+                node[leaf] = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise ValueError(f"override {item!r}: {value!r} is not a YAML value: "
+                                 f"{_yaml_problem(err)}") from None
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong with a YAML text and where (line and column counted from 1)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    return problem if mark is None else f"{problem} (line {mark.line + 1}, column " \
+                                        f"{mark.column + 1})"
 
 
 _SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, BudgetConfig,
@@ -162,17 +193,33 @@ def _build(cls, data: Any, where: str):
                 isinstance(value, bool) or not isinstance(value, _SCALARS[kind])):
             raise ValueError(f"{where}.{key}={value!r} must be of type {kind}"
                              + (" or null" if optional else ""))
+        _check_range(f"{where}.{key}", value, kind, fields[key].metadata.get("range"))
         kwargs[key] = value
     return cls(**kwargs)
 
 
+def _check_range(name: str, value: Any, kind: str, limits: tuple | None) -> None:
+    if limits is None or value is None:
+        return
+    low, high, above = limits
+    number = "an integer" if kind == "int" else "a number"
+    if (above is not None and not (math.isfinite(value) and value > above)) or (
+            low is not None and not (math.isfinite(value) and low <= value)) or (
+            high is not None and not value <= high):
+        accepted = f"{number} above {above}" if above is not None else \
+            f"{number} in [{low}, {high}]" if high is not None else f"{number} >= {low}"
+        raise ValueError(f"{name}={value!r} is out of range: it must be {accepted}")
+
+
 def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=(),
                  progress: bool = True) -> pl.Trainer:
-    """A Trainer with the recipe's device settings, logging to ``out_dir/logs/name``."""
+    """A Trainer with the recipe's device settings, logging every training step to
+    ``out_dir/logs/name/metrics.csv``; ``progress`` shows the progress bar."""
     return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks),
                       accelerator=recipe.trainer.accelerator, devices=recipe.trainer.devices,
                       precision=recipe.trainer.precision, strategy=recipe.trainer.strategy,
                       logger=CSVLogger(out_dir, name="logs", version=name),
+                      log_every_n_steps=1,  # Lightning's 50 logs nothing in a run of fewer steps
                       enable_checkpointing=False, enable_model_summary=False,
                       enable_progress_bar=progress, deterministic="warn",
                       default_root_dir=out_dir)
@@ -225,43 +272,87 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
     return model, callbacks
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> list[dict]:
-    """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; returns the rows
-    of the results table."""
+def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
+               quiet: bool = False) -> list[dict]:
+    """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; prints the results
+    table and returns its rows. ``quiet``: no progress bars and no Lightning info logs
+    (warnings and errors still show)."""
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
     check_export_dir(out_dir, overwrite)
-    datamodule = make_datamodule(recipe)
-    start = time.perf_counter()
-    pl.seed_everything(recipe.seed, verbose=False)
-    model, callbacks = make_search(recipe, out_dir, overwrite)
-    trainer = make_trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks)
-    trainer.fit(model, datamodule)
-    search_seconds = time.perf_counter() - start
-    result = callbacks[0].result  # every process holds rank 0's
-    policy = None if len(callbacks) == 1 else Policy.from_json(callbacks[1].result["policy"])
-
-    example = torch.zeros(1, *result.input_shape)
-    inherited = extract_subnet(model.net, result.sample, example.to(model.device))
-    accuracy, _ = _test(inherited, datamodule, out_dir, "inherited", recipe, None, epochs=0)
-    rows = [_row("searched, inherited weights", result.chosen, result.score, accuracy)]
-    candidates = {"searched": result.chosen, **result.references}
-    info = supernet_info(model.net)
-    for name, candidate in candidates.items():
-        rebuilt = Architecture(space=info.space_name, space_kwargs=info.space_kwargs,
-                               sample=candidate.sample, input_shape=result.input_shape)
+    progress = not quiet
+    with _lightning_info_logs(enabled=progress):
+        datamodule = make_datamodule(recipe)
+        start = time.perf_counter()
         pl.seed_everything(recipe.seed, verbose=False)
-        accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
-                                  f"retrain_{name}", recipe, policy, epochs=recipe.retrain.epochs)
-        rows.append(_row(f"{name}, retrained from scratch", candidate,
-                         result.score if name == "searched" else None, accuracy))
-        if name == "searched":
-            winner_seconds = seconds
+        model, callbacks = make_search(recipe, out_dir, overwrite, progress)
+        trainer = make_trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks,
+                               progress)
+        trainer.fit(model, datamodule)
+        search_seconds = time.perf_counter() - start
+        result = callbacks[0].result  # every process holds rank 0's
+        policy = None if len(callbacks) == 1 else Policy.from_json(callbacks[1].result["policy"])
+
+        example = torch.zeros(1, *result.input_shape)
+        inherited = extract_subnet(model.net, result.sample, example.to(model.device))
+        accuracy, _ = _test(inherited, datamodule, out_dir, "inherited", recipe, None, epochs=0,
+                            progress=progress)
+        rows = [_row("searched, inherited weights", result.chosen, result.score, accuracy)]
+        candidates = {"searched": result.chosen, **result.references}
+        info = supernet_info(model.net)
+        for name, candidate in candidates.items():
+            rebuilt = Architecture(space=info.space_name, space_kwargs=info.space_kwargs,
+                                   sample=candidate.sample, input_shape=result.input_shape)
+            pl.seed_everything(recipe.seed, verbose=False)
+            accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
+                                      f"retrain_{name}", recipe, policy,
+                                      epochs=recipe.retrain.epochs, progress=progress)
+            rows.append(_row(f"{name}, retrained from scratch", candidate,
+                             result.score if name == "searched" else None, accuracy))
+            if name == "searched":
+                winner_seconds = seconds
     table_md = render_results(rows, recipe, search_seconds, winner_seconds,
                               time.perf_counter() - start, policy)
     if trainer.is_global_zero:
         atomic_write(out_dir / "results.md", lambda p: p.write_text(table_md))
         print(table_md)
     return rows
+
+
+def training_cost(recipe: Recipe) -> str:
+    """What ``run_recipe`` trains: the supernet, then three networks from scratch (the winner,
+    the largest and the smallest sub-network).
+
+    >>> training_cost(Recipe.from_dict({"supernet": {"epochs": 5}, "retrain": {"epochs": 2}}))
+    '5 supernet epochs + 3 retrainings x 2 epochs'
+    """
+    return (f"{recipe.supernet.epochs} supernet epochs + 3 retrainings x "
+            f"{recipe.retrain.epochs} epochs")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` that is, or lies below, an existing file."""
+    existing = next(path for path in (out_dir, *out_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output directory {str(out_dir)!r} cannot be used: "
+                                 f"{str(existing)!r} is a file; choose a directory (it is "
+                                 "created if missing)")
+
+
+@contextlib.contextmanager
+def _lightning_info_logs(enabled: bool):
+    """Lightning's info logs (the callbacks' ``rank_zero_info`` included) shown, or raised to
+    warnings and errors only, for the ``with`` block."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    if not enabled:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def retrain(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
@@ -278,10 +369,11 @@ def retrain(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: P
 
 
 def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
-          epochs: int) -> tuple[float, float]:
+          epochs: int, progress: bool = True) -> tuple[float, float]:
     """Test accuracy of ``net`` after ``epochs`` of training (augmented by ``policy``), and
     the training's seconds."""
-    module, trainer, seconds = retrain(net, datamodule, out_dir, name, recipe, policy, epochs)
+    module, trainer, seconds = retrain(net, datamodule, out_dir, name, recipe, policy, epochs,
+                                       progress)
     (metrics,) = trainer.test(module, datamodule, verbose=False)
     return float(metrics["test_acc"]), seconds
 
@@ -292,7 +384,14 @@ def _row(name: str, candidate: Candidate, heldout: float | None, test_acc: float
 
 
 def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: float,
-                   total_s: float, policy: Policy | None = None) -> str:
+                   total_s: float, policy: Policy | None = None, min_seconds: float = 1.0
+                   ) -> str:
+    """``results.md``: the table of ``rows``, what the search cost against one training of
+    the winner (``winner_s`` seconds; no ratio when it was not retrained or trained under
+    ``min_seconds``), the policy searched, and the recipe."""
+    def epochs(count: int) -> str:
+        return f"{count} epoch" if count == 1 else f"{count} epochs"
+
     lines = [f"# Results: {recipe.name}", "",
              "| model | MACs | params | held-out top-1 (supernet) | test top-1 |",
              "|---|---:|---:|---:|---:|"]
@@ -300,10 +399,20 @@ def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: 
         heldout = "-" if row["heldout"] is None else f"{row['heldout']:.4f}"
         lines.append(f"| {row['model']} | {row['macs']:,} | {row['params']:,} | {heldout} "
                      f"| {row['test']:.4f} |")
-    lines += ["", f"Supernet training + search: {search_s:.0f} s ({recipe.supernet.epochs} "
-              f"epochs); one standalone training of the winner: {winner_s:.0f} s "
-              f"({recipe.retrain.epochs} epochs); search cost = {search_s / winner_s:.1f}x "
-              f"that training. Whole run: {total_s:.0f} s.",
+    retrain_epochs = recipe.retrain.epochs
+    if retrain_epochs == 0:
+        winner = ("the winner was not retrained (retrain.epochs is 0), so there is no search "
+                  "cost to set against a training of it")
+    elif winner_s < min_seconds:
+        winner = (f"one standalone training of the winner: {winner_s:.2f} s "
+                  f"({epochs(retrain_epochs)}), too short for the search cost to be "
+                  "meaningful as a multiple of it")
+    else:
+        winner = (f"one standalone training of the winner: {winner_s:.0f} s "
+                  f"({epochs(retrain_epochs)}); search cost = {search_s / winner_s:.1f}x "
+                  "that training")
+    lines += ["", f"Supernet training + search: {search_s:.0f} s "
+              f"({epochs(recipe.supernet.epochs)}); {winner}. Whole run: {total_s:.0f} s.",
               "MACs are multiply-adds for one input (fvcore's 'flops')."]
     if policy is not None:
         lines.append(f"The augmentation policy was searched in the supernet fit "

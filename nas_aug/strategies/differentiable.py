@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -112,16 +112,21 @@ class ArchitectureParameters(nn.Module):
                    for label, p in self.probabilities().items())
 
     def top_k(self, k: int, allowed: Callable[[Sample], bool] | None = None,
-              max_visits: int = 100_000) -> list[tuple[Sample, float]]:
-        """The ``k`` most probable architectures that ``allowed`` admits, most probable first,
-        with their log-probabilities; exact (best-first enumeration over the product space),
-        stopping after ``max_visits`` architectures.
+              max_visits: int = 100_000, key: Callable[[Sample], Hashable] | None = None
+              ) -> list[tuple[Sample, float]]:
+        """The ``k`` most probable samples that ``allowed`` admits, most probable first, with
+        their log-probabilities; exact (best-first enumeration over the product space),
+        stopping after ``max_visits`` samples. Samples with equal ``key`` are one network
+        (they differ in labels without effect): only the most probable of them is listed.
 
         >>> from nas_aug.space import Space, ValueChoice
-        >>> alpha = ArchitectureParameters(Space([ValueChoice("w", [8, 16, 32])]))
+        >>> alpha = ArchitectureParameters(Space([ValueChoice("w", [8, 16, 32]),
+        ...                                       ValueChoice("unused", [0, 1])]))
         >>> with torch.no_grad():
         ...     _ = alpha.logits["w"].copy_(torch.tensor([0.0, 1.0, 2.0]))
         >>> [s["w"] for s, _ in alpha.top_k(2, allowed=lambda s: s["w"] < 32)]
+        [16, 16]
+        >>> [s["w"] for s, _ in alpha.top_k(2, lambda s: s["w"] < 32, key=lambda s: s["w"])]
         [16, 8]
         """
         probs = self.probabilities()
@@ -137,13 +142,16 @@ class ArchitectureParameters(nn.Module):
 
         start = (0,) * len(self.labels)
         frontier = [(-sum(log[0] for log in logs), start)]
-        seen, found, visits = {start}, [], 0
+        seen, found, networks, visits = {start}, [], set(), 0
         while frontier and len(found) < k and visits < max_visits:
             negative, ranks = heapq.heappop(frontier)
             visits += 1
             sample = sample_of(ranks)
             if allowed is None or allowed(sample):
-                found.append((sample, -negative))
+                network = ranks if key is None else key(sample)
+                if network not in networks:
+                    networks.add(network)
+                    found.append((sample, -negative))
             for i, log in enumerate(logs):  # successors: one label one rank further down
                 if ranks[i] + 1 < len(log):
                     nxt = ranks[:i] + (ranks[i] + 1,) + ranks[i + 1:]

@@ -31,8 +31,8 @@ from torch import Tensor
 
 from ..bilevel import OuterOptimizer, OuterStep, gradients, unrolled_hypergradient
 from ..result import SearchResult
-from ..space import Sample
-from ..supernet import mixed, set_mixing
+from ..space import Sample, sample_key
+from ..supernet import canonical_sample, mixed, set_mixing
 from ..validation import check_int, check_positive
 from .base import Scoring, SearchContext, Strategy
 from .differentiable import ArchitectureParameters
@@ -177,10 +177,13 @@ class GradientStrategy(Strategy):
 
     def finish(self, scoring: Scoring) -> SearchResult:
         """The most probable architecture within the budget; the ``top_k`` most probable
-        are scored on the held-out data for the record."""
+        distinct networks (samples that differ only in labels without effect are one) are
+        scored on the held-out data for the record."""
         context, alpha = self.context, self.alpha
         set_mixing(context.supernet, None)
-        ranked = alpha.top_k(scoring.top_k, context.feasible())
+        supernet, space = context.supernet, context.space
+        ranked = alpha.top_k(scoring.top_k, context.feasible(),
+                             key=lambda s: sample_key(canonical_sample(supernet, s, space)))
         if not ranked:
             raise RuntimeError(f"none of the most probable architectures is within "
                                f"{context.budget}; raise cost_weight (cost_form='penalty') or "

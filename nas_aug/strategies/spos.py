@@ -109,6 +109,7 @@ class SPOS(Strategy):
                              f"{sampling!r})")
         self.rng = random.Random(0)
         self.search_state: dict[str, Any] | None = None  # the searcher's, once finished
+        self._sampled_macs: list[int] = []  # of this epoch's trained paths
 
     def seed(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -134,10 +135,20 @@ class SPOS(Strategy):
             raise ValueError(f"{self.context.budget} admits too few architectures for the "
                              f"search (the smallest costs {smallest}): {err}") from None
 
+    def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
+        self._sampled_macs = []
+
     def train_paths(self) -> list[Sample]:
         first, *extra = self._sampler.paths(self.context.space, self.rng)
         activate(self.context.supernet, first, self.context.space)
+        self._sampled_macs += [self.context.cost_table(path).macs for path in (first, *extra)]
         return extra
+
+    def metrics(self) -> dict[str, float]:
+        """The mean MACs of the paths trained this epoch."""
+        if not self._sampled_macs:
+            return {}
+        return {"sampled_macs_mean": sum(self._sampled_macs) / len(self._sampled_macs)}
 
     def validation_sample(self) -> Sample:
         return self.context.space.largest()
