@@ -339,11 +339,17 @@ def _check_out_dir(out_dir: Path) -> None:
                                  "created if missing)")
 
 
+# Lightning's loggers, under both of its package names (a suite that also imports the
+# standalone pytorch_lightning, as NNI does, sees its records under the second pair)
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                     "lightning_fabric")
+
+
 @contextlib.contextmanager
 def _lightning_info_logs(enabled: bool):
     """Lightning's info logs (the callbacks' ``rank_zero_info`` included) shown, or raised to
     warnings and errors only, for the ``with`` block."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
     levels = [logger.level for logger in loggers]
     if not enabled:
         for logger in loggers:

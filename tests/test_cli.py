@@ -16,7 +16,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from nas_aug import cli
 from nas_aug.cli import bundled_recipes, find_recipe, main
-from nas_aug.recipe import Recipe, run_recipe
+from nas_aug.recipe import LIGHTNING_LOGGERS, Recipe, run_recipe
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "digits_spos.yaml"
 TINY = ["supernet.epochs=1", "retrain.epochs=1", "search.population_size=4",
@@ -41,11 +41,13 @@ class _Records(logging.Handler):
 @pytest.fixture
 def lightning_logs():
     """The records that reach Lightning's logger (which does not propagate to pytest's)."""
-    logger = logging.getLogger("lightning.pytorch")
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
     handler = _Records()
-    logger.addHandler(handler)
+    for logger in loggers:
+        logger.addHandler(handler)
     yield handler.records
-    logger.removeHandler(handler)
+    for logger in loggers:
+        logger.removeHandler(handler)
 
 
 def train_steps(csv_path):
