@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ from .io import atomic_write
 from .result import Candidate
 from .strategies import Evolution, get_strategy
 from .supernet import extract_subnet, supernet_info
-from .validation import closest_match
+from .validation import check_int, check_positive, closest_match
 
 
 @dataclass
@@ -47,27 +47,36 @@ class SpaceConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _range(low: float | None = None, high: float | None = None, above: float | None = None
-           ) -> dict[str, Any]:
-    """A recipe field's accepted numbers: ``low <= value <= high``, or ``value > above``."""
-    return {"range": (low, high, above)}
+def _at_least(low: int) -> dict[str, Any]:
+    """A recipe field that takes integers from ``low`` on."""
+    return {"check": functools.partial(check_int, low=low)}
+
+
+_POSITIVE = {"check": check_positive}
+_NON_NEGATIVE = {"check": functools.partial(check_positive, allow_zero=True)}
+
+
+def _check_probability(name: str, value: Any) -> None:
+    check_positive(name, value, allow_zero=True, hint=" at most 1")
+    if value > 1:
+        raise ValueError(f"{name} must be a non-negative number at most 1, got {value!r}")
 
 
 @dataclass
 class SupernetConfig:
-    epochs: int = field(default=30, metadata=_range(1))
-    lr: float = field(default=5e-3, metadata=_range(above=0))
-    weight_decay: float = field(default=1e-4, metadata=_range(0))
+    epochs: int = field(default=30, metadata=_at_least(1))
+    lr: float = field(default=5e-3, metadata=_POSITIVE)
+    weight_decay: float = field(default=1e-4, metadata=_NON_NEGATIVE)
     sampling: str = "uniform"
-    sandwich_random: int = field(default=1, metadata=_range(0))
+    sandwich_random: int = field(default=1, metadata=_at_least(0))
 
 
 @dataclass
 class BudgetConfig:
-    macs: float | None = field(default=None, metadata=_range(1))
-    params: float | None = field(default=None, metadata=_range(1))
-    flops: float | None = field(default=None, metadata=_range(1))
-    latency_ms: float | None = field(default=None, metadata=_range(above=0))  # on the fit's device
+    macs: float | None = field(default=None, metadata=_POSITIVE)
+    params: float | None = field(default=None, metadata=_POSITIVE)
+    flops: float | None = field(default=None, metadata=_POSITIVE)
+    latency_ms: float | None = field(default=None, metadata=_POSITIVE)  # on the fit's device
 
 
 @dataclass
@@ -75,17 +84,17 @@ class SearchConfig:
     strategy: str = "spos"  # a name in nas_aug.strategies.STRATEGIES (spos, darts, ...)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's options
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    population_size: int = field(default=16, metadata=_range(2))
-    generations: int = field(default=8, metadata=_range(1))
-    mutation_prob: float = field(default=0.1, metadata=_range(0, 1))
-    calibration_batches: int = field(default=8, metadata=_range(1))
+    population_size: int = field(default=16, metadata=_at_least(2))
+    generations: int = field(default=8, metadata=_at_least(1))
+    mutation_prob: float = field(default=0.1, metadata={"check": _check_probability})
+    calibration_batches: int = field(default=8, metadata=_at_least(1))
 
 
 @dataclass
 class RetrainConfig:
-    epochs: int = field(default=30, metadata=_range(0))  # 0: the rows are untrained networks
-    lr: float = field(default=5e-3, metadata=_range(above=0))
-    weight_decay: float = field(default=1e-4, metadata=_range(0))
+    epochs: int = field(default=30, metadata=_at_least(0))  # 0: the rows are untrained networks
+    lr: float = field(default=5e-3, metadata=_POSITIVE)
+    weight_decay: float = field(default=1e-4, metadata=_NON_NEGATIVE)
 
 
 @dataclass
@@ -112,7 +121,7 @@ class Recipe:
     """
 
     name: str = "recipe"
-    seed: int = field(default=0, metadata=_range(0))
+    seed: int = field(default=0, metadata=_at_least(0))
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
@@ -193,22 +202,11 @@ def _build(cls, data: Any, where: str):
                 isinstance(value, bool) or not isinstance(value, _SCALARS[kind])):
             raise ValueError(f"{where}.{key}={value!r} must be of type {kind}"
                              + (" or null" if optional else ""))
-        _check_range(f"{where}.{key}", value, kind, fields[key].metadata.get("range"))
+        check = fields[key].metadata.get("check")
+        if check is not None and value is not None:
+            check(f"{where}.{key}", value)
         kwargs[key] = value
     return cls(**kwargs)
-
-
-def _check_range(name: str, value: Any, kind: str, limits: tuple | None) -> None:
-    if limits is None or value is None:
-        return
-    low, high, above = limits
-    number = "an integer" if kind == "int" else "a number"
-    if (above is not None and not (math.isfinite(value) and value > above)) or (
-            low is not None and not (math.isfinite(value) and low <= value)) or (
-            high is not None and not value <= high):
-        accepted = f"{number} above {above}" if above is not None else \
-            f"{number} in [{low}, {high}]" if high is not None else f"{number} >= {low}"
-        raise ValueError(f"{name}={value!r} is out of range: it must be {accepted}")
 
 
 def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=(),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
 
 from .constraints import count_params, get_counter
@@ -301,14 +302,8 @@ def _block_rows(cells: list[str], labels: Sequence[str], sample: Mapping[str, An
 
 
 def _human(number: int) -> str:
-    """A count as Lightning's summaries print one: ``950``, ``1.2 K``, ``34.5 M``."""
-    if abs(number) < 1000:
-        return str(number)
-    value = float(number)
-    for unit in ("K", "M", "G", "T"):
-        value /= 1000
-        if abs(value) < 1000 or unit == "T":
-            return f"{value:.1f} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
+    """A count as Lightning's ``ModelSummary`` prints one: ``950``, ``1.2 K``, ``34.5 M``."""
+    return get_human_readable_count(number).strip()
 
 
 def _cost_lines(cost: Mapping[str, Any]) -> list[str]:

@@ -9,20 +9,21 @@ RECIPE = "recipes/digits_spos.yaml"
 
 
 @pytest.mark.parametrize("override, message", [
-    ("supernet.epochs=-1", r"recipe\.supernet\.epochs=-1 is out of range: it must be an "
-                           r"integer >= 1"),
-    ("supernet.epochs=0", r"supernet\.epochs=0 is out of range"),
-    ("retrain.epochs=-2", r"retrain\.epochs=-2 is out of range: it must be an integer >= 0"),
-    ("supernet.lr=0", r"supernet\.lr=0 is out of range: it must be a number above 0"),
-    ("supernet.lr=.inf", r"supernet\.lr=inf is out of range"),
-    ("retrain.weight_decay=-1e-4", r"retrain\.weight_decay=-0\.0001 is out of range"),
-    ("search.mutation_prob=1.5", r"mutation_prob=1\.5 is out of range: it must be a number in "
-                                 r"\[0, 1\]"),
-    ("search.population_size=1", r"population_size=1 is out of range: it must be an integer "
-                                 r">= 2"),
-    ("search.budget.macs=0", r"budget\.macs=0 is out of range"),
-    ("search.budget.latency_ms=-3", r"budget\.latency_ms=-3 is out of range"),
-    ("seed=-1", r"recipe\.seed=-1 is out of range"),
+    ("supernet.epochs=-1", r"recipe\.supernet\.epochs must be an integer >= 1, got -1"),
+    ("supernet.epochs=0", r"supernet\.epochs must be an integer >= 1, got 0"),
+    ("retrain.epochs=-2", r"retrain\.epochs must be an integer >= 0, got -2"),
+    ("supernet.lr=0", r"supernet\.lr must be a positive number, got 0"),
+    ("supernet.lr=.inf", r"supernet\.lr must be a positive number, got inf"),
+    ("retrain.weight_decay=-1e-4", r"retrain\.weight_decay must be a non-negative number, "
+                                   r"got -0\.0001"),
+    ("search.mutation_prob=1.5", r"mutation_prob must be a non-negative number at most 1, "
+                                 r"got 1\.5"),
+    ("search.mutation_prob=-0.5", r"mutation_prob must be a non-negative number at most 1, "
+                                  r"got -0\.5"),
+    ("search.population_size=1", r"population_size must be an integer >= 2, got 1"),
+    ("search.budget.macs=0", r"budget\.macs must be a positive number, got 0"),
+    ("search.budget.latency_ms=-3", r"budget\.latency_ms must be a positive number, got -3"),
+    ("seed=-1", r"recipe\.seed must be an integer >= 0, got -1"),
 ])
 def test_out_of_range_numbers_are_refused_with_the_key(override, message):
     with pytest.raises(ValueError, match=f"^{RECIPE}: .*{message}"):

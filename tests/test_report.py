@@ -127,7 +127,7 @@ def table_rows(text):
 def test_counts_read_as_lightning_prints_them():
     assert [_human(n) for n in (0, 999, 1000, 1234, 99_949, 123_456, 12_345_678,
                                 3 * 10**9)] == [
-        "0", "999", "1.0 K", "1.2 K", "99.9 K", "123 K", "12.3 M", "3.0 G"]
+        "0", "999", "1.0 K", "1.2 K", "99.9 K", "123 K", "12.3 M", "3.0 B"]
 
 
 def test_summary_counts_every_stage_and_marks_inactive_blocks(supernet, shallow):

@@ -109,7 +109,7 @@ class SPOS(Strategy):
                              f"{sampling!r})")
         self.rng = random.Random(0)
         self.search_state: dict[str, Any] | None = None  # the searcher's, once finished
-        self._sampled_macs: list[int] = []  # of this epoch's trained paths
+        self._sampled_macs = [0, 0]  # this epoch's trained paths: their MACs summed, count
 
     def seed(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -136,19 +136,20 @@ class SPOS(Strategy):
                              f"search (the smallest costs {smallest}): {err}") from None
 
     def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
-        self._sampled_macs = []
+        self._sampled_macs = [0, 0]
 
     def train_paths(self) -> list[Sample]:
         first, *extra = self._sampler.paths(self.context.space, self.rng)
         activate(self.context.supernet, first, self.context.space)
-        self._sampled_macs += [self.context.cost_table(path).macs for path in (first, *extra)]
+        for path in (first, *extra):
+            self._sampled_macs[0] += self.context.cost_table(path).macs
+            self._sampled_macs[1] += 1
         return extra
 
     def metrics(self) -> dict[str, float]:
         """The mean MACs of the paths trained this epoch."""
-        if not self._sampled_macs:
-            return {}
-        return {"sampled_macs_mean": sum(self._sampled_macs) / len(self._sampled_macs)}
+        total, count = self._sampled_macs
+        return {"sampled_macs_mean": total / count} if count else {}
 
     def validation_sample(self) -> Sample:
         return self.context.space.largest()
