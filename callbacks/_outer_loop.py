@@ -181,6 +181,8 @@ class OuterLoop(Callback):
         self.outer_steps = 0  # taken (not skipped), summed over resumed fits
         self._stream: HeldOutStream | None = None
         self._heldout_consumed = 0
+        self._trained = False  # this fit ran its training (on_train_start)
+        self.result: Any = None  # what the search found, once it has ended
 
     @property
     def takes_outer_steps(self) -> bool:
@@ -223,6 +225,7 @@ class OuterLoop(Callback):
         return heldout[0] if isinstance(heldout, (list, tuple)) else heldout
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._trained = False  # until on_train_start
         if not self.takes_outer_steps:
             return
         streams = _STREAMS.setdefault(trainer, {})
@@ -234,7 +237,23 @@ class OuterLoop(Callback):
                                          world_size=trainer.world_size)
         self._stream = streams[key]
 
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """End the search of a fit resumed from a checkpoint of its last epoch (one saved
+        before a search that did not finish): Lightning has no training left to run, and
+        skips ``on_train_start`` and ``on_train_end`` with it."""
+        if self._trained or trainer.ckpt_path is None or not trainer.fit_loop.done or \
+                self.result is not None:
+            return
+        device = pl_module.device  # Lightning's teardown has moved the module to the CPU
+        pl_module.to(trainer.strategy.root_device)
+        self.on_train_start(trainer, pl_module)
+        self.on_train_end(trainer, pl_module)
+        pl_module.to(device)
+        for logger in trainer.loggers:  # finalized already: write what the search logged
+            logger.save()
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._trained = True
         self._train_started = time.perf_counter()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

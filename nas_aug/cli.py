@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = Recipe.from_yaml(find_recipe(args.recipe), args.set)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
-    run_recipe(recipe, out, overwrite=args.overwrite, quiet=args.quiet)
+    run_recipe(recipe, out, overwrite=args.overwrite, quiet=args.quiet, resume=args.resume)
     print(f"export, report and results in {out}/")
     return 0
 
@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default: runs/<recipe name>)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace a result already in the output directory")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in the output directory from its checkpoints "
+                          "(with the same recipe and --set values)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a recipe value, e.g. --set supernet.epochs=5")
     run.add_argument("--quiet", action="store_true",
@@ -156,8 +159,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def _one_line(err: Exception) -> str:
     """``err``'s message on one line, in the command line's words."""
     message = str(err)
-    if isinstance(err, FileExistsError):
-        message = message.replace("pass overwrite=True", "pass --overwrite")
+    for python, flag in (("overwrite=True", "--overwrite"), ("resume=True", "--resume")):
+        message = message.replace(python, flag)
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 

@@ -4,6 +4,10 @@ supernet training + constrained search (``OneShotNAS``), with the augmentation p
 in the same fit when the recipe has an ``augment`` method (``AugmentSearch``) → export →
 retraining of the winner, the largest and the smallest sub-network from scratch (with the
 searched policy, if any) → a results table.
+
+Every fit checkpoints into ``out_dir/checkpoints/<fit>/last.ckpt`` (the supernet fit also
+``searched.ckpt`` once its search is done), so ``run_recipe(..., resume=True)`` continues a
+run that was stopped: each fit from its last checkpoint, a search from the state it saved.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +28,16 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .augment import Policy
 from .classifier import ImageClassifier
 from .constraints import Budget
 from .data import DATASETS
 from .export import Architecture, build_subnet, check_export_dir
-from .io import atomic_write
+from .io import atomic_write, read_json, write_json
 from .result import Candidate
 from .strategies import Evolution, get_strategy
 from .supernet import extract_subnet, supernet_info
@@ -209,18 +218,27 @@ def _build(cls, data: Any, where: str):
     return cls(**kwargs)
 
 
+CHECKPOINTS = "checkpoints"  # out_dir/checkpoints/<fit>/: each fit's checkpoints
+LAST, SEARCHED = "last.ckpt", "searched.ckpt"  # the last epoch's; the supernet's, searched
+RUN_FILE = "run.json"  # in out_dir/checkpoints: the recipe and the seconds of each done fit
+
+
 def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=(),
                  progress: bool = True) -> pl.Trainer:
     """A Trainer with the recipe's device settings, logging every training step to
-    ``out_dir/logs/name/metrics.csv``; ``progress`` shows the progress bar."""
-    return pl.Trainer(max_epochs=epochs, callbacks=list(callbacks),
+    ``out_dir/logs/name/metrics.csv`` and checkpointing each epoch to
+    ``out_dir/checkpoints/name/last.ckpt``; ``progress`` shows the progress bar."""
+    checkpoint = ModelCheckpoint(dirpath=out_dir / CHECKPOINTS / name, filename=LAST[:-5],
+                                 save_top_k=1, enable_version_counter=False)  # each epoch's
+    # replaces the one before (Lightning's save_last alone writes only at the end of a fit)
+    return pl.Trainer(max_epochs=epochs, callbacks=[*callbacks, checkpoint],
                       accelerator=recipe.trainer.accelerator, devices=recipe.trainer.devices,
                       precision=recipe.trainer.precision, strategy=recipe.trainer.strategy,
-                      logger=CSVLogger(out_dir, name="logs", version=name),
+                      logger=CSVLogger(out_dir, name="logs", version=name,
+                                       flush_logs_every_n_steps=1),  # nothing lost to a kill
                       log_every_n_steps=1,  # Lightning's 50 logs nothing in a run of fewer steps
-                      enable_checkpointing=False, enable_model_summary=False,
-                      enable_progress_bar=progress, deterministic="warn",
-                      default_root_dir=out_dir)
+                      enable_model_summary=False, enable_progress_bar=progress,
+                      deterministic="warn", default_root_dir=out_dir)
 
 
 def make_datamodule(recipe: Recipe) -> pl.LightningDataModule:
@@ -271,23 +289,26 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
-               quiet: bool = False) -> list[dict]:
+               quiet: bool = False, resume: bool = False) -> list[dict]:
     """Run ``recipe``, writing the export and ``results.md`` to ``out_dir``; prints the results
     table and returns its rows. ``quiet``: no progress bars and no Lightning info logs
-    (warnings and errors still show)."""
+    (warnings and errors still show). ``resume``: continue the run of this recipe that
+    ``out_dir`` holds from its checkpoints; ``overwrite``: start afresh over it."""
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    check_export_dir(out_dir, overwrite)
+    run = _RunState(out_dir, recipe, overwrite, resume)
     progress = not quiet
     with _lightning_info_logs(enabled=progress):
         datamodule = make_datamodule(recipe)
         start = time.perf_counter()
         pl.seed_everything(recipe.seed, verbose=False)
-        model, callbacks = make_search(recipe, out_dir, overwrite, progress)
+        model, callbacks = make_search(recipe, out_dir, overwrite or resume, progress)
         trainer = make_trainer(recipe, out_dir, "supernet", recipe.supernet.epochs, callbacks,
                                progress)
-        trainer.fit(model, datamodule)
-        search_seconds = time.perf_counter() - start
+        resumed_from = run.checkpoint("supernet", SEARCHED, LAST)
+        trainer.fit(model, datamodule, ckpt_path=resumed_from)
+        run.save_searched(trainer)
+        search_seconds = run.seconds("supernet", time.perf_counter() - start, trainer)
         result = callbacks[0].result  # every process holds rank 0's
         policy = None if len(callbacks) == 1 else Policy.from_json(callbacks[1].result["policy"])
 
@@ -304,17 +325,99 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
             pl.seed_everything(recipe.seed, verbose=False)
             accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
                                       f"retrain_{name}", recipe, policy,
-                                      epochs=recipe.retrain.epochs, progress=progress)
+                                      epochs=recipe.retrain.epochs, progress=progress, run=run)
             rows.append(_row(f"{name}, retrained from scratch", candidate,
                              result.score if name == "searched" else None, accuracy))
             if name == "searched":
                 winner_seconds = seconds
     table_md = render_results(rows, recipe, search_seconds, winner_seconds,
-                              time.perf_counter() - start, policy)
+                              time.perf_counter() - start, policy, resumed=run.resume)
     if trainer.is_global_zero:
         atomic_write(out_dir / "results.md", lambda p: p.write_text(table_md))
         print(table_md)
     return rows
+
+
+class _RunState:
+    """What ``out_dir/checkpoints`` holds of a run: the checkpoints each fit continues from
+    when resuming, and ``run.json`` (the recipe, the seconds of each finished fit).
+
+    A folder holding checkpoints is refused unless the run is resumed or overwritten;
+    resuming needs checkpoints of the same recipe."""
+
+    def __init__(self, out_dir: Path, recipe: Recipe, overwrite: bool, resume: bool):
+        if overwrite and resume:
+            raise ValueError("pass either resume=True (continue the run in the folder) or "
+                             "overwrite=True (start afresh over it), not both")
+        self.folder, self.resume = out_dir / CHECKPOINTS, resume
+        path = self.folder / RUN_FILE
+        settings = json.loads(json.dumps(dataclasses.asdict(recipe)))  # as run.json holds it
+        if resume:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"nothing to resume in {str(out_dir)!r}: it holds no {CHECKPOINTS}/"
+                    f"{RUN_FILE} of an earlier run; run without resume=True to start one")
+            saved = read_json(path, "the run's record")
+            if saved.get("recipe") != settings:
+                raise ValueError(f"{str(out_dir)!r} holds a run of another recipe ("
+                                 f"{_differences(saved.get('recipe') or {}, settings)}): "
+                                 "resume it with the recipe and overrides it was started "
+                                 "with, or start afresh with overwrite=True")
+            self.record = saved
+            return
+        self.record = {"recipe": settings, "seconds": {}}
+        if rank_zero_only.rank != 0:  # a process Lightning launched for a fit: rank 0 has
+            return  # checked and prepared the folder
+        if self.folder.exists() and not overwrite:
+            raise FileExistsError(f"{str(out_dir)!r} holds the checkpoints of an earlier run "
+                                  f"({CHECKPOINTS}/): continue it with resume=True, or pass "
+                                  "overwrite=True to start afresh")
+        check_export_dir(out_dir, overwrite)
+        for folder in (self.folder, out_dir / "logs"):  # the earlier run's own folders
+            shutil.rmtree(folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        write_json(path, self.record)
+
+    def checkpoint(self, fit: str, *names: str) -> Path | None:
+        """The first of ``names`` in ``fit``'s checkpoints, when resuming."""
+        if not self.resume:
+            return None
+        found = (self.folder / fit / name for name in names)
+        return next((path for path in found if path.is_file()), None)
+
+    def seconds(self, fit: str, measured: float, trainer: pl.Trainer) -> float:
+        """The seconds of ``fit``: those of its first finished run, kept in ``run.json``
+        (``measured`` if this is it)."""
+        done = self.record["seconds"]
+        if fit in done:
+            return done[fit]
+        done[fit] = measured
+        if trainer.is_global_zero:
+            write_json(self.folder / RUN_FILE, self.record)
+        return measured
+
+    def save_searched(self, trainer: pl.Trainer) -> None:
+        """Checkpoint the searched supernet (the search's result in its callbacks' state) to
+        ``supernet/searched.ckpt``, whole or not at all."""
+        path = self.folder / "supernet" / SEARCHED
+        if path.is_file():  # the fit was resumed from it
+            return
+        staging = path.with_name(f".{SEARCHED}.tmp")
+        trainer.save_checkpoint(staging)
+        if trainer.is_global_zero:
+            os.replace(staging, path)
+
+
+def _differences(saved: dict, now: dict, where: str = "recipe") -> str:
+    """Where two recipes (as dictionaries) differ, key by key."""
+    found = []
+    for key in sorted(set(saved) | set(now), key=str):
+        then, value = saved.get(key), now.get(key)
+        if isinstance(then, dict) and isinstance(value, dict):
+            found.append(_differences(then, value, f"{where}.{key}"))
+        elif then != value:
+            found.append(f"{where}.{key}: {then!r} then, {value!r} now")
+    return ", ".join(item for item in found if item)
 
 
 def training_cost(recipe: Recipe) -> str:
@@ -360,24 +463,30 @@ def _lightning_info_logs(enabled: bool):
 
 
 def retrain(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
-            epochs: int, progress: bool = True) -> tuple[ImageClassifier, pl.Trainer, float]:
+            epochs: int, progress: bool = True, ckpt_path: Path | None = None
+            ) -> tuple[ImageClassifier, pl.Trainer, float]:
     """``net`` in an ``ImageClassifier`` trained for ``epochs`` with the recipe's retraining
-    settings (augmented by ``policy``); with its trainer and the training's seconds."""
+    settings (augmented by ``policy``), continued from ``ckpt_path`` if given; with its
+    trainer and the training's seconds."""
     module = ImageClassifier(net, recipe.retrain.lr, recipe.retrain.weight_decay,
                              policy=policy, augment_seed=recipe.seed)
     trainer = make_trainer(recipe, out_dir, name, epochs, progress=progress)
     started = time.perf_counter()
     if epochs:
-        trainer.fit(module, datamodule)
+        trainer.fit(module, datamodule, ckpt_path=ckpt_path)
     return module, trainer, time.perf_counter() - started
 
 
 def _test(net, datamodule, out_dir: Path, name: str, recipe: Recipe, policy: Policy | None,
-          epochs: int, progress: bool = True) -> tuple[float, float]:
+          epochs: int, progress: bool = True, run: _RunState | None = None
+          ) -> tuple[float, float]:
     """Test accuracy of ``net`` after ``epochs`` of training (augmented by ``policy``), and
-    the training's seconds."""
+    the training's seconds; a fit of ``run`` continues from its checkpoint when resuming."""
+    resumed_from = None if run is None else run.checkpoint(name, LAST)
     module, trainer, seconds = retrain(net, datamodule, out_dir, name, recipe, policy, epochs,
-                                       progress)
+                                       progress, resumed_from)
+    if run is not None and epochs:
+        seconds = run.seconds(name, seconds, trainer)
     (metrics,) = trainer.test(module, datamodule, verbose=False)
     return float(metrics["test_acc"]), seconds
 
@@ -388,11 +497,12 @@ def _row(name: str, candidate: Candidate, heldout: float | None, test_acc: float
 
 
 def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: float,
-                   total_s: float, policy: Policy | None = None, min_seconds: float = 1.0
-                   ) -> str:
+                   total_s: float, policy: Policy | None = None, min_seconds: float = 1.0,
+                   resumed: bool = False) -> str:
     """``results.md``: the table of ``rows``, what the search cost against one training of
     the winner (``winner_s`` seconds; no ratio when it was not retrained or trained under
-    ``min_seconds``), the policy searched, and the recipe."""
+    ``min_seconds``), the policy searched, and the recipe. ``resumed``: the run was continued
+    from its checkpoints (``total_s`` counts the continued part)."""
     def epochs(count: int) -> str:
         return f"{count} epoch" if count == 1 else f"{count} epochs"
 
@@ -418,6 +528,9 @@ def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: 
     lines += ["", f"Supernet training + search: {search_s:.0f} s "
               f"({epochs(recipe.supernet.epochs)}); {winner}. Whole run: {total_s:.0f} s.",
               "MACs are multiply-adds for one input (fvcore's 'flops')."]
+    if resumed:
+        lines.append("This run was resumed from its checkpoints: the whole run's seconds count "
+                     "the resumed part only, and so do those of a fit that was interrupted.")
     if policy is not None:
         lines.append(f"The augmentation policy was searched in the supernet fit "
                      f"({recipe.augment.method}; `policy.json`, {len(policy.sub_policies)} "

@@ -90,8 +90,8 @@ def test_run_recipe_end_to_end(tmp_path, capsys, lightning_logs):
     # a second run into the same directory is refused, and the result is kept
     assert main(["run", str(RECIPE), "--out", str(out), *overrides(TINY)]) == 2
     err = capsys.readouterr().err
-    assert "already holds a result" in err and "pass --overwrite to replace it" in err
-    assert "overwrite=True" not in err
+    assert "holds the checkpoints of an earlier run" in err and "pass --overwrite to" in err
+    assert "overwrite=True" not in err and "resume=True" not in err
     with pytest.raises(FileExistsError, match="pass overwrite=True"):  # Python's own words
         run_recipe(Recipe.from_yaml(RECIPE), out)
     assert json.loads((out / "architecture.json").read_text()) == arch

@@ -246,6 +246,32 @@ def test_joint_architecture_and_policy_search_in_one_fit(tmp_path):
     assert load_policy(tmp_path / "policy").name == "dada"
 
 
+def test_a_fit_resumed_from_its_last_epoch_ends_both_searches(tmp_path):
+    """A checkpoint of the last epoch is saved before the searches end (a kill in the search
+    leaves it): resuming it trains nothing, and the searches still end, with the results the
+    uninterrupted fit found."""
+    def fit(ckpt_path=None):
+        pl.seed_everything(0)
+        model = Recorder()
+        model.net = create_space("mobilenet_tiny", num_classes=10, in_chans=1, img_size=8,
+                                 expand_ratios=(3, 6), kernel_sizes=(3, 5))
+        nas = OneShotNAS(budget=Budget(macs=10_000_000), population_size=4, generations=2,
+                         calibration_batches=2, progress=False)
+        search = AugmentSearch(method="dada", ops=OPS)
+        checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last")
+        pl.Trainer(callbacks=[nas, search, checkpoint], **{**FAST, "enable_checkpointing": True}
+                   ).fit(model, datamodule=DigitsDataModule(), ckpt_path=ckpt_path)
+        return nas, search, model
+
+    nas, search, _ = fit()
+    states = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"].values()
+    assert [state["result"] for state in states if "result" in state] == [None, None]
+    resumed_nas, resumed_search, _ = fit(tmp_path / "last.ckpt")
+    assert resumed_search.result["policy"] == search.result["policy"]
+    assert resumed_nas.result.sample == nas.result.sample
+    assert resumed_nas.result.score == nas.result.score
+
+
 class CountingDataset(Dataset):
     """Random images, the size of ``loaders()``'s, that count how often each is read."""
 
