@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -20,9 +20,6 @@ from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
 from ..constraints import Budget, CostTable, check_budgets, get_counter
-from ..elastic_models import ElasticSpec, elasticize
-from ..elastic_models.family import MODELS
-from ..elastic_models.timm_export import check_exportable
 from ..export import check_export_dir, export_architecture
 from ..io import write_json
 from ..report import write_budget_table
@@ -53,6 +50,9 @@ from ..supernet.record import outermost
 from ..validation import check_int
 from ._lightning import as_validation, set_sampler_epoch
 from ._outer_loop import LossFunction, OuterLoop, to_device, user_loss
+
+if TYPE_CHECKING:
+    from ..elastic_models import ElasticSpec
 
 SEARCH_STATE_FILE = "search_state.json"
 
@@ -201,6 +201,8 @@ class OneShotNAS(OuterLoop):
                              "its own parameters and runs no outer searcher: drop search= "
                              f"({sorted(evolution) or search!r})")
         self.search = Evolution(**evolution) if search is None else get_searcher(search)
+        if elastic is not None:  # timm's integration (and timm) is imported only for this
+            from ..elastic_models import ElasticSpec
         if elastic is not None and not isinstance(elastic, ElasticSpec):
             raise ValueError(f"elastic must be a nas_aug.ElasticSpec or None, got {elastic!r}")
         if budget is not None and not isinstance(budget, Budget):
@@ -265,6 +267,8 @@ class OneShotNAS(OuterLoop):
         supernet = self._find_supernet(pl_module)
         if self.elastic is not None and not space_of(supernet).labels:
             # before the optimizer is built and before a checkpoint loads into the supernet
+            from ..elastic_models import elasticize
+
             rank_zero_info(f"OneShotNAS: {elasticize(supernet, self.elastic)}")
         space = space_of(supernet)
         if not space.labels:
@@ -528,6 +532,8 @@ class OneShotNAS(OuterLoop):
         if self.elastic is None or self.supernet is not None or \
                 any(supernet_info(m) is not None for m in pl_module.modules()):
             return find_supernet(pl_module, self.supernet)
+        from ..elastic_models.family import MODELS
+
         found = outermost(pl_module, lambda m: type(m) in MODELS.values())
         if len(found) > 1:
             raise ValueError(f"{type(pl_module).__name__} holds {len(found)} timm models "
@@ -583,6 +589,8 @@ class OneShotNAS(OuterLoop):
         is not on it during ``setup``). A timm supernet is first checked to export."""
         info = supernet_info(self._supernet)
         if info is not None and info.origin == "timm":
+            from ..elastic_models.timm_export import check_exportable
+
             check_exportable(self._supernet, input_shape)
         self._context.cost_table = CostTable.build(self._supernet, input_shape, self._counter,
                                                    progress=self.progress)

@@ -10,6 +10,7 @@ rebuilds the standalone sub-network with :func:`load_architecture` and :func:`bu
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ import torch
 from torch import nn
 
 from .constraints import Budget
-from .elastic_models.timm_export import TIMM_FILE, timm_part
 from .io import (
     check_unchanged,
     json_path,
@@ -107,7 +107,10 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
                           dtype=torch.float32 if weight is None else weight.dtype)
     subnet = extract_subnet(supernet, result.sample, example)
     chosen, info = result.chosen, supernet_info(supernet) or SupernetInfo()
-    if info.space_name is None:  # a timm model alone, under timm's names, if that is all it runs
+    if info.space_name is None and "timm" in sys.modules:  # no timm model without timm
+        from .elastic_models.timm_export import timm_part
+
+        # the timm model alone, under timm's names, if running it is all the sub-network does
         subnet = timm_part(subnet, example.to(device_of(subnet)))
     notation = getattr(supernet, "arch_string", None)  # a space with a published notation
     arch = Architecture(
@@ -152,7 +155,7 @@ def load_timm(path: str | os.PathLike, weights: str | None = WEIGHTS_FILE) -> nn
     ...
     FileNotFoundError: no timm definition at 'no/such/export/timm.json'
     """
-    from .elastic_models.timm_export import TIMM_FORMAT, build_timm, timm_weights
+    from .elastic_models.timm_export import TIMM_FILE, TIMM_FORMAT, build_timm, timm_weights
 
     check_unchanged(json_path(path, TIMM_FILE))
     path, definition = read_tagged_json(path, TIMM_FILE, TIMM_FORMAT, "timm definition")
@@ -216,10 +219,12 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
     from .search_spaces import create_space
 
     if arch.space is None:
-        timm_file = None if arch.directory is None else arch.directory / TIMM_FILE
         if arch.origin == "nni":
             raise ValueError("this architecture is a sample of an NNI space; your space's code "
                              "builds it: nas_aug.nni.load_nni_subnet(space, export_dir)")
+        from .elastic_models.timm_export import TIMM_FILE
+
+        timm_file = None if arch.directory is None else arch.directory / TIMM_FILE
         if timm_file is None or not timm_file.exists():
             raise ValueError("this architecture names no registered space (the supernet was "
                              "not built with nas_aug.search_spaces.create_space) and its export "

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .export import TIMM_FILE, build_subnet, load_architecture, load_timm
+from .elastic_models.timm_export import TIMM_FILE
+from .export import build_subnet, load_architecture, load_timm
 from .io import add_to_manifest, atomic_write
 from .registry import Registry
 

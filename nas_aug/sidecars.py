@@ -24,7 +24,7 @@ class Sidecar:
     """A file beside the export: ``write(directory, supernet, subnet, result)`` writes
     ``directory / filename`` when the export concerns its library, and nothing otherwise.
 
-    >>> import nas_aug  # registers the timm sidecar (nas_aug.nni registers NNI's)
+    >>> import nas_aug.elastic_models  # registers the timm sidecar (nas_aug.nni: NNI's)
     >>> SIDECARS["timm"].filename
     'timm.json'
     """

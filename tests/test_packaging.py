@@ -93,3 +93,17 @@ def test_installed_wheel_runs_a_bundled_recipe_outside_the_repository(wheel, tmp
                   "--quiet", *overrides(TINY))
     assert "| searched, retrained from scratch |" in printed
     assert json.loads((elsewhere / "run" / "architecture.json").read_text())["macs"] > 0
+
+
+def test_timm_is_imported_only_by_what_needs_it():
+    """``import nas_aug`` and the callbacks leave timm out (2-3 s of imports); the timm
+    integration and a catalogue space, whose layers are timm's, bring it."""
+    probe = ("import sys\n"
+             "def has_timm(): return 'timm' in sys.modules\n"
+             "import nas_aug, nas_aug.callbacks, nas_aug.recipe\n"
+             "light = has_timm()\n"
+             "nas_aug.ElasticSpec\n"
+             "print(light, has_timm())\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "True"]

@@ -20,8 +20,8 @@ from nas_aug.cli import main
 from nas_aug.constraints import Cost
 from nas_aug.elastic_models import build_timm, timm_definition
 from nas_aug.elastic_models._timm import decode_arch_def
-from nas_aug.elastic_models.timm_export import check_exportable, check_timm
-from nas_aug.export import TIMM_FILE, export_architecture
+from nas_aug.elastic_models.timm_export import TIMM_FILE, check_exportable, check_timm
+from nas_aug.export import export_architecture
 from nas_aug.io import MANIFEST_FILE
 from nas_aug.search_spaces import create_space
 from nas_aug.supernet import extract_subnet, space_of
