@@ -56,16 +56,28 @@ def _export(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from .export import build_subnet, load_architecture
-    from .report import architecture_summary
+    from .report import architecture_summary, supernet_name
     from .search_spaces import create_space
 
     arch = load_architecture(args.directory)
-    supernet = None if arch.space is None else create_space(arch.space, **arch.space_kwargs)
     score = "-" if arch.score is None else f"{arch.score:.4f}"
-    print(f"{arch.space or arch.origin + ' supernet'}, searched by {arch.strategy}: held-out "
-          f"{arch.metric} {score}")
-    print(architecture_summary(build_subnet(arch, weights=False), arch.sample,
-                               arch.input_shape, supernet, counter=args.counter))
+    print(f"{supernet_name(arch)}, searched by {arch.strategy}: held-out {arch.metric} {score}")
+    try:
+        subnet = build_subnet(arch, weights=False)
+    except ValueError as err:
+        if arch.space is not None:
+            raise
+        # a supernet of no registered space (an NNI space, a custom one): its own code
+        # builds the sub-network, so the choices are all there is to show
+        width = max(map(len, arch.sample), default=0)
+        for label, value in arch.sample.items():
+            print(f"  {label:{width}}  {value}")
+        print(f"{arch.macs:,} MACs, {arch.params:,} params (as the search counted them); no "
+              f"table of stages: {_one_line(err)}")
+        return 0
+    supernet = None if arch.space is None else create_space(arch.space, **arch.space_kwargs)
+    print(architecture_summary(subnet, arch.sample, arch.input_shape, supernet,
+                               counter=args.counter))
     return 0
 
 

@@ -68,6 +68,7 @@ class Architecture:
     arch_string: str | None = None  # the space's own notation (NAS-Bench-201's arch string)
     weights: str | None = WEIGHTS_FILE
     origin: str = "custom"  # the supernet's (SupernetInfo): catalogue, timm, nni or custom
+    model_class: str | None = None  # the supernet's class (its qualified name)
     directory: Path | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def export_architecture(directory: str | os.PathLike, supernet: nn.Module,
         strategy=result.strategy, probabilities=dict(result.probabilities or {}),
         note=result.note, precision=result.precision, costs_cover=result.costs_cover,
         arch_string=notation(result.sample) if notation is not None else None,
-        directory=directory)
+        model_class=type(supernet).__qualname__, directory=directory)
     state = {k: v.detach().cpu().contiguous() for k, v in subnet.state_dict().items()}
     candidates = [c.to_json() for c in result.candidates]
 
@@ -233,8 +234,12 @@ def build_subnet(arch: Architecture, weights: bool = True) -> nn.Module:
         if weights and arch.weights is None:
             raise ValueError("this architecture has no weights file; use weights=False")
         return load_timm(timm_file, arch.weights if weights else None)
-    subnet = extract_subnet(create_space(arch.space, **arch.space_kwargs), arch.sample,
-                            torch.zeros(1, *arch.input_shape))
+    try:  # a space, arguments or sample an edited architecture.json names wrongly
+        subnet = extract_subnet(create_space(arch.space, **arch.space_kwargs), arch.sample,
+                                torch.zeros(1, *arch.input_shape))
+    except ValueError as err:
+        where = "architecture" if arch.directory is None else arch.directory / ARCHITECTURE_FILE
+        raise ValueError(f"{where}: {err}") from None
     if not weights:
         for module in subnet.modules():
             if hasattr(module, "reset_parameters") and module is not subnet:

@@ -221,24 +221,28 @@ def _build(cls, data: Any, where: str):
 CHECKPOINTS = "checkpoints"  # out_dir/checkpoints/<fit>/: each fit's checkpoints
 LAST, SEARCHED = "last.ckpt", "searched.ckpt"  # the last epoch's; the supernet's, searched
 RUN_FILE = "run.json"  # in out_dir/checkpoints: the recipe and the seconds of each done fit
+FITS = ("supernet", "inherited", "retrain_*")  # the names of a run's fits (and their logs)
 
 
 def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=(),
                  progress: bool = True) -> pl.Trainer:
     """A Trainer with the recipe's device settings, logging every training step to
     ``out_dir/logs/name/metrics.csv`` and checkpointing each epoch to
-    ``out_dir/checkpoints/name/last.ckpt``; ``progress`` shows the progress bar."""
+    ``out_dir/checkpoints/name/last.ckpt``; ``progress`` shows the progress bar. Device
+    settings Lightning refuses raise ``ValueError`` naming the recipe's ``trainer`` section."""
     checkpoint = ModelCheckpoint(dirpath=out_dir / CHECKPOINTS / name, filename=LAST[:-5],
                                  save_top_k=1, enable_version_counter=False)  # each epoch's
     # replaces the one before (Lightning's save_last alone writes only at the end of a fit)
-    return pl.Trainer(max_epochs=epochs, callbacks=[*callbacks, checkpoint],
-                      accelerator=recipe.trainer.accelerator, devices=recipe.trainer.devices,
-                      precision=recipe.trainer.precision, strategy=recipe.trainer.strategy,
-                      logger=CSVLogger(out_dir, name="logs", version=name,
-                                       flush_logs_every_n_steps=1),  # nothing lost to a kill
-                      log_every_n_steps=1,  # Lightning's 50 logs nothing in a run of fewer steps
-                      enable_model_summary=False, enable_progress_bar=progress,
-                      deterministic="warn", default_root_dir=out_dir)
+    settings = dataclasses.asdict(recipe.trainer)
+    try:
+        return pl.Trainer(max_epochs=epochs, callbacks=[*callbacks, checkpoint], **settings,
+                          logger=CSVLogger(out_dir, name="logs", version=name,
+                                           flush_logs_every_n_steps=1),  # none lost to a kill
+                          log_every_n_steps=1,  # Lightning's 50 logs nothing in a short run
+                          enable_model_summary=False, enable_progress_bar=progress,
+                          deterministic="warn", default_root_dir=out_dir)
+    except (TypeError, ValueError) as err:  # Lightning's MisconfigurationException included
+        raise ValueError(f"recipe.trainer {settings} is refused by Lightning: {err}") from None
 
 
 def make_datamodule(recipe: Recipe) -> pl.LightningDataModule:
@@ -342,8 +346,10 @@ class _RunState:
     """What ``out_dir/checkpoints`` holds of a run: the checkpoints each fit continues from
     when resuming, and ``run.json`` (the recipe, the seconds of each finished fit).
 
-    A folder holding checkpoints is refused unless the run is resumed or overwritten;
-    resuming needs checkpoints of the same recipe."""
+    A folder holding a run's checkpoints is refused unless the run is resumed or overwritten;
+    resuming needs a run of the same recipe. Only the run's own folders are ever removed
+    (``checkpoints/`` and the logs of its fits), by an overwrite or when the earlier run
+    stopped before its first checkpoint."""
 
     def __init__(self, out_dir: Path, recipe: Recipe, overwrite: bool, resume: bool):
         if overwrite and resume:
@@ -368,14 +374,17 @@ class _RunState:
         self.record = {"recipe": settings, "seconds": {}}
         if rank_zero_only.rank != 0:  # a process Lightning launched for a fit: rank 0 has
             return  # checked and prepared the folder
-        if self.folder.exists() and not overwrite:
+        earlier = path.is_file()  # a run was started here
+        if earlier and any(self.folder.rglob("*.ckpt")) and not overwrite:
             raise FileExistsError(f"{str(out_dir)!r} holds the checkpoints of an earlier run "
                                   f"({CHECKPOINTS}/): continue it with resume=True, or pass "
                                   "overwrite=True to start afresh")
         check_export_dir(out_dir, overwrite)
-        for folder in (self.folder, out_dir / "logs"):  # the earlier run's own folders
-            shutil.rmtree(folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
+        if earlier:
+            logs = [path for fit in FITS for path in (out_dir / "logs").glob(fit)]
+            for folder in (self.folder, *logs):
+                shutil.rmtree(folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         write_json(path, self.record)
 
     def checkpoint(self, fit: str, *names: str) -> Path | None:

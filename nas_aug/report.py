@@ -58,13 +58,11 @@ def inactive_labels(supernet: nn.Module, sample: Mapping[str, Any]) -> set[str]:
 def write_report(directory: Path, arch, candidates: Sequence[Mapping[str, Any]],
                  supernet: nn.Module | None = None) -> Path:
     """Write ``report.md`` (and, given candidates, its plots) for ``arch`` into ``directory``;
-    ``supernet`` (the one searched) names the model class of a supernet that is no
-    registered space and marks the labels without effect."""
+    ``supernet`` (the one searched) marks the labels without effect."""
     from .io import atomic_write
     from .plots import plot_pareto, plot_progress
 
     inactive = None if supernet is None else inactive_labels(supernet, arch.sample)
-    model_class = None if supernet is None else type(supernet).__qualname__
     plots = []
     if candidates:
         chosen = chosen_candidate(arch, candidates, inactive or ())
@@ -73,7 +71,7 @@ def write_report(directory: Path, arch, candidates: Sequence[Mapping[str, Any]],
                     budget=arch.budget.get("macs"), chosen_label=label)
         plot_progress(candidates, directory / PROGRESS_FILE)
         plots = [PARETO_FILE, PROGRESS_FILE]
-    text = render_report(arch, len(candidates), plots, inactive, model_class)
+    text = render_report(arch, len(candidates), plots, inactive)
     path = Path(directory) / REPORT_FILE
     atomic_write(path, lambda p: p.write_text(text))
     return path
@@ -106,11 +104,18 @@ def _by_probability(arch) -> bool:
     return any(c.get("probability") is not None for c in arch.top)
 
 
-def _title(arch, model_class: str | None) -> str:
+def supernet_name(arch, quote: str = "") -> str:
+    """What ``arch`` was searched in: its registered space, else its supernet's class and
+    origin (names between ``quote`` marks).
+
+    >>> from nas_aug import Architecture
+    >>> supernet_name(Architecture(None, {}, {}, (4,), origin="nni", model_class="Net"))
+    'Net (converted NNI space)'
+    """
     if arch.space is not None:
-        return f"`{arch.space}`"
+        return f"{quote}{arch.space}{quote}"
     origin = ORIGINS.get(arch.origin, arch.origin)
-    return f"`{model_class}` ({origin})" if model_class else f"a {origin}"
+    return f"{quote}{arch.model_class}{quote} ({origin})" if arch.model_class else f"a {origin}"
 
 
 def _score(value: float | None) -> str:
@@ -122,11 +127,10 @@ def _number(value: float | None) -> str:
 
 
 def render_report(arch, evaluated: int = 0, plots: Sequence[str] = (),
-                  inactive: set[str] | None = None, model_class: str | None = None) -> str:
+                  inactive: set[str] | None = None) -> str:
     """The markdown report of one architecture and the search that found it; ``inactive``
-    labels are marked as such (``None``: not known), ``model_class`` names the supernet's
-    class where ``arch`` names no registered space."""
-    lines = [f"# Searched architecture: {_title(arch, model_class)}", "",
+    labels are marked as such (``None``: not known)."""
+    lines = [f"# Searched architecture: {supernet_name(arch, '`')}", "",
              "| | |", "|---|---|",
              f"| MACs (multiply-adds, fvcore's 'flops') | {arch.macs:,} |",
              f"| parameters | {arch.params:,} |",

@@ -164,6 +164,10 @@ def test_recipe_runs_on_two_processes_with_lightning_ddp(tmp_path):
     ("augment.options={top_k: 5}", "augment.options need an augment.method"),
     ("search.strategy=enas", "unknown strategy 'enas'"),
     ("search.options={lr: 0.1}", "options ['lr'] belong to the gradient strategies"),
+    ("trainer.devices=x", "recipe.trainer {'accelerator': 'auto', 'devices': 'x', "
+                          "'precision': '32-true', 'strategy': 'auto'} is refused by Lightning: "
+                          "`devices` selected with `CPUAccelerator` should be an int > 0"),
+    ("trainer.precision=64-bits", "is refused by Lightning: Precision '64-bits' is invalid"),
 ])
 def test_bad_recipe_values_are_reported(tmp_path, capsys, item, message):
     code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"),

@@ -224,8 +224,9 @@ def edit_sample(directory, edit) -> None:
 def test_bad_sample_in_the_file_is_named(exported, edit, message):
     directory, _ = exported
     edit_sample(directory, edit)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as err:
         build_subnet(load_architecture(directory))
+    assert str(err.value).startswith(f"{directory / ARCHITECTURE_FILE}: invalid sample: ")
 
 
 def test_build_subnet_needs_a_named_space(tmp_path, sample, table):

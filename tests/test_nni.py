@@ -16,6 +16,7 @@ import torch
 from helpers import LitClassifier, make_trainer
 from torch import nn
 
+from nas_aug.cli import main
 from nas_aug.data import DigitsDataModule
 from nas_aug.space import LayerChoice as NasAugLayerChoice
 from nas_aug.supernet import extract_subnet, space_of, supernet_info
@@ -96,7 +97,8 @@ def test_every_sub_network_is_the_one_nni_freezes_with_the_same_weights():
 
 @needs_nni
 @pytest.mark.parametrize("strategy", ["spos", "darts"])
-def test_one_shot_nas_searches_an_nni_space_and_exports_its_samples(strategy, tmp_path):
+def test_one_shot_nas_searches_an_nni_space_and_exports_its_samples(strategy, tmp_path,
+                                                                    capsys):
     """The LightningModule holds the NNI space unconverted; the callback converts it."""
     model = LitClassifier(NNINet())
     options = dict(generations=2, population_size=4) if strategy == "spos" else {}
@@ -118,6 +120,14 @@ def test_one_shot_nas_searches_an_nni_space_and_exports_its_samples(strategy, tm
     assert path.exists() and difference < 1e-4
     with pytest.raises(ValueError, match="load_nni_subnet"):
         export_format(tmp_path, "onnx")  # nas_aug alone cannot rebuild the user's space
+
+    # nas-aug show names the space's class and lists the choices it cannot build into stages
+    assert main(["show", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"NNINet (converted NNI space), searched by {strategy}: held-out")
+    width = max(map(len, arch["sample"]))
+    assert out[1:-1] == [f"  {label:{width}}  {value}" for label, value in arch["sample"].items()]
+    assert "no table of stages" in out[-1] and "load_nni_subnet" in out[-1]
 
 
 @needs_nni

@@ -71,6 +71,16 @@ def test_a_run_killed_in_its_search_and_in_a_retraining_resumes_to_the_same_resu
     assert "This run was resumed from its checkpoints" in (out / "results.md").read_text()
 
 
+def test_a_run_that_stopped_before_its_first_checkpoint_is_started_again(tmp_path, capsys):
+    """A run refused by Lightning (or killed) before any checkpoint leaves nothing to resume:
+    the next run starts afresh without --overwrite."""
+    for _ in range(2):
+        assert main(["run", "digits_spos", "--out", str(tmp_path),
+                     "--set", "trainer.devices=x"]) == 2
+        assert "is refused by Lightning" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints", "run.json"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--resume"], "nothing to resume in"),
     (["--resume", "--overwrite"], "pass either --resume"),
