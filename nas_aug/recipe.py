@@ -36,9 +36,9 @@ from .augment import Policy
 from .classifier import ImageClassifier
 from .constraints import Budget
 from .data import DATASETS
-from .export import Architecture, build_subnet, check_export_dir
+from .export import Architecture, build_subnet, check_export_dir, load_architecture
 from .io import atomic_write, read_json, write_json
-from .result import Candidate
+from .result import Candidate, SearchResult
 from .strategies import Evolution, get_strategy
 from .supernet import extract_subnet, supernet_info
 from .validation import check_int, check_positive, closest_match
@@ -93,6 +93,9 @@ class SearchConfig:
     strategy: str = "spos"  # a name in nas_aug.strategies.STRATEGIES (spos, darts, ...)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's options
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # several increasing budgets instead: one search each of the one trained supernet, one
+    # export each (out_dir/budget_<i>) and one retraining of each winner
+    budgets: list[BudgetConfig] = field(default_factory=list)
     population_size: int = field(default=16, metadata=_at_least(2))
     generations: int = field(default=8, metadata=_at_least(1))
     mutation_prob: float = field(default=0.1, metadata={"check": _check_probability})
@@ -207,6 +210,11 @@ def _build(cls, data: Any, where: str):
                 value = float(value)
         if kind in _SECTIONS:
             value = _build(_SECTIONS[kind], value, f"{where}.{key}")
+        elif kind.startswith("list[") and kind[5:-1] in _SECTIONS:
+            if not isinstance(value, list):
+                raise ValueError(f"{where}.{key} must be a list of mappings, got {value!r}")
+            value = [_build(_SECTIONS[kind[5:-1]], item, f"{where}.{key}[{index}]")
+                     for index, item in enumerate(value)]
         elif kind in _SCALARS and not (value is None and optional) and (
                 isinstance(value, bool) or not isinstance(value, _SCALARS[kind])):
             raise ValueError(f"{where}.{key}={value!r} must be of type {kind}"
@@ -221,7 +229,7 @@ def _build(cls, data: Any, where: str):
 CHECKPOINTS = "checkpoints"  # out_dir/checkpoints/<fit>/: each fit's checkpoints
 LAST, SEARCHED = "last.ckpt", "searched.ckpt"  # the last epoch's; the supernet's, searched
 RUN_FILE = "run.json"  # in out_dir/checkpoints: the recipe and the seconds of each done fit
-FITS = ("supernet", "inherited", "retrain_*")  # the names of a run's fits (and their logs)
+FITS = ("supernet", "inherited*", "retrain_*")  # the names of a run's fits (and their logs)
 
 
 def make_trainer(recipe: Recipe, out_dir: Path, name: str, epochs: int, callbacks=(),
@@ -275,8 +283,8 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
     strategy = get_strategy(search.strategy, **options)  # the rest is the strategy's
     searcher = Evolution(population_size=search.population_size, generations=search.generations,
                          mutation_prob=search.mutation_prob)
-    limits = {k: v for k, v in dataclasses.asdict(search.budget).items() if v is not None}
-    nas = OneShotNAS(budget=Budget(**limits) if limits else None, strategy=strategy,
+    budget, budgets = _budgets(search)
+    nas = OneShotNAS(budget=budget, budgets=budgets, strategy=strategy,
                      search=searcher if strategy.uses_searcher else None, export_dir=out_dir,
                      calibration_batches=search.calibration_batches, seed=recipe.seed,
                      overwrite=overwrite, progress=progress, **own)
@@ -290,6 +298,27 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
                                        **recipe.augment.options))
     model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
     return model, callbacks
+
+
+def _budgets(search: SearchConfig) -> tuple[Budget | None, list[Budget] | None]:
+    """The search's ``budget`` (``None``: no limit) and ``budgets`` (``None``: one search)."""
+    def limits(config: BudgetConfig) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+
+    def budget(config: BudgetConfig, where: str) -> Budget:
+        if not limits(config):
+            raise ValueError(f"{where} sets no limit; give it macs, params, flops or "
+                             "latency_ms")
+        return Budget(**limits(config))
+
+    if not search.budgets:
+        return (Budget(**limits(search.budget)) if limits(search.budget) else None), None
+    if limits(search.budget):
+        raise ValueError(f"recipe.search sets both budget {limits(search.budget)} and budgets: "
+                         "set budget for one search, or budgets for one search per budget "
+                         "(--set search.budget={} clears a recipe's budget)")
+    return None, [budget(config, f"recipe.search.budgets[{index}]")
+                  for index, config in enumerate(search.budgets)]
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
@@ -313,27 +342,38 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
         trainer.fit(model, datamodule, ckpt_path=resumed_from)
         run.save_searched(trainer)
         search_seconds = run.seconds("supernet", time.perf_counter() - start, trainer)
-        result = callbacks[0].result  # every process holds rank 0's
+        nas = callbacks[0]  # every process holds rank 0's results
+        searched = _searched(nas, out_dir, trainer)
+        result = nas.result  # the last budget's
         policy = None if len(callbacks) == 1 else Policy.from_json(callbacks[1].result["policy"])
 
-        example = torch.zeros(1, *result.input_shape)
-        inherited = extract_subnet(model.net, result.sample, example.to(model.device))
-        accuracy, _ = _test(inherited, datamodule, out_dir, "inherited", recipe, None, epochs=0,
-                            progress=progress)
-        rows = [_row("searched, inherited weights", result.chosen, result.score, accuracy)]
-        candidates = {"searched": result.chosen, **result.references}
-        info = supernet_info(model.net)
-        for name, candidate in candidates.items():
-            rebuilt = Architecture(space=info.space_name, space_kwargs=info.space_kwargs,
-                                   sample=candidate.sample, input_shape=result.input_shape)
-            pl.seed_everything(recipe.seed, verbose=False)
-            accuracy, seconds = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
-                                      f"retrain_{name}", recipe, policy,
-                                      epochs=recipe.retrain.epochs, progress=progress, run=run)
-            rows.append(_row(f"{name}, retrained from scratch", candidate,
-                             result.score if name == "searched" else None, accuracy))
-            if name == "searched":
-                winner_seconds = seconds
+        rows, to_train = [], []
+        for name, suffix, found, directory in searched:
+            if directory is None:  # one search: its winner is active in the supernet
+                example = torch.zeros(1, *found.input_shape, device=model.device)
+                inherited = extract_subnet(model.net, found.sample, example)
+            else:  # several: each winner was exported with its own batch-norm statistics
+                inherited = build_subnet(load_architecture(directory))
+            accuracy, _ = _test(inherited, datamodule, out_dir, f"inherited{suffix}", recipe,
+                                None, epochs=0, progress=progress)
+            rows.append(_row(f"{name}, inherited weights", found.chosen, found.score, accuracy))
+            to_train.append((name, f"retrain_searched{suffix}", found.chosen, found.score))
+        to_train += [(name, f"retrain_{name}", candidate, None)
+                     for name, candidate in result.references.items()]
+        info, trained = supernet_info(model.net), {}
+        for name, fit, candidate, heldout in to_train:
+            key = repr(sorted(candidate.sample.items()))
+            if key not in trained:  # a network two budgets chose is trained once
+                rebuilt = Architecture(space=info.space_name, space_kwargs=info.space_kwargs,
+                                       sample=candidate.sample, input_shape=result.input_shape)
+                pl.seed_everything(recipe.seed, verbose=False)
+                trained[key] = _test(build_subnet(rebuilt, weights=False), datamodule, out_dir,
+                                     fit, recipe, policy, epochs=recipe.retrain.epochs,
+                                     progress=progress, run=run)
+            accuracy, seconds = trained[key]
+            rows.append(_row(f"{name}, retrained from scratch", candidate, heldout, accuracy))
+            if fit.startswith("retrain_searched"):
+                winner_seconds = seconds  # the last search's
     table_md = render_results(rows, recipe, search_seconds, winner_seconds,
                               time.perf_counter() - start, policy, resumed=run.resume)
     if trainer.is_global_zero:
@@ -427,6 +467,17 @@ def _differences(saved: dict, now: dict, where: str = "recipe") -> str:
         elif then != value:
             found.append(f"{where}.{key}: {then!r} then, {value!r} now")
     return ", ".join(item for item in found if item)
+
+
+def _searched(nas, out_dir: Path, trainer: pl.Trainer
+              ) -> list[tuple[str, str, SearchResult, Path | None]]:
+    """Each search of ``nas``: its row name, the suffix of its fits' names, its result and
+    its export folder (``None`` for a single search, whose winner the supernet holds)."""
+    if nas.budgets is None:
+        return [("searched", "", nas.result, None)]
+    trainer.strategy.barrier("exported")  # rank 0 has written every budget's export
+    return [(f"searched within {budget}", f"_{index}", result, out_dir / f"budget_{index}")
+            for index, (budget, result) in enumerate(zip(nas.budgets, nas.results))]
 
 
 def training_cost(recipe: Recipe) -> str:

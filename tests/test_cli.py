@@ -14,7 +14,7 @@ import pytest
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from nas_aug import cli
+from nas_aug import cli, load_architecture
 from nas_aug.cli import bundled_recipes, find_recipe, main
 from nas_aug.recipe import LIGHTNING_LOGGERS, Recipe, run_recipe
 
@@ -129,6 +129,21 @@ def test_recipe_with_a_gradient_strategy(strategy, tmp_path):
     assert set(arch["probabilities"]) == set(arch["sample"])
 
 
+def test_recipe_with_several_budgets_exports_and_retrains_each_winner(tmp_path):
+    out = tmp_path / "run"
+    budgets = ["search.budget={}", "search.budgets=[{macs: 4e5}, {macs: 8e5}]"]
+    assert main(["run", str(RECIPE), "--out", str(out), *overrides(TINY + budgets)]) == 0
+    results = (out / "results.md").read_text()
+    for index, limit in enumerate((400_000, 800_000)):
+        arch = load_architecture(out / f"budget_{index}")
+        assert arch.macs <= limit and arch.budget == {"macs": limit}
+        for how in ("inherited weights", "retrained from scratch"):
+            assert (f"| searched within Budget(macs<={limit:,}), {how} | {arch.macs:,} | "
+                    f"{arch.params:,} | {arch.score:.4f} |") in results
+    assert "| largest, retrained from scratch |" in results
+    assert "[budget_1](budget_1/report.md)" in (out / "budgets.md").read_text()
+
+
 def test_recipe_runs_on_two_processes_with_lightning_ddp(tmp_path):
     """trainer.strategy=ddp (gloo on CPU): rank 0 exports, every rank reads the export after a
     barrier, and only rank 0 writes the results."""
@@ -168,6 +183,14 @@ def test_recipe_runs_on_two_processes_with_lightning_ddp(tmp_path):
                           "'precision': '32-true', 'strategy': 'auto'} is refused by Lightning: "
                           "`devices` selected with `CPUAccelerator` should be an int > 0"),
     ("trainer.precision=64-bits", "is refused by Lightning: Precision '64-bits' is invalid"),
+    ("search.budgets=[{macs: 8e5}]", "recipe.search sets both budget {'macs': 600000} and budgets"),
+    ("search={budget: {}, budgets: [{macs: 8e5}, {macs: 4e5}]}",
+     "budgets must increase: budgets[1]=Budget(macs<=400,000) is not above budgets[0]"),
+    ("search={budget: {}, budgets: [{macs: 8e5}, {}]}",
+     "recipe.search.budgets[1] sets no limit; give it macs, params, flops or latency_ms"),
+    ("search.budgets={macs: 8e5}", "recipe.search.budgets must be a list of mappings"),
+    ("search.budgets=[{mac: 8e5}]",
+     "unknown key recipe.search.budgets[0].mac (did you mean 'macs'?)"),
 ])
 def test_bad_recipe_values_are_reported(tmp_path, capsys, item, message):
     code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"),
