@@ -441,9 +441,11 @@ class OneShotNAS(OuterLoop):
         super().on_train_end(trainer, pl_module)
         self.check_searched(f"strategy {self.strategy.name!r}")
         scores: dict[str, float] = {}  # held-out scores on these weights, shared by budgets
-        self.results = [self._search(trainer, pl_module, budget, self._export_dir_of(index),
-                                     scores)
-                        for index, budget in enumerate(self.budgets or (self.budget,))]
+        self.results = []
+        for index, budget in enumerate(self.budgets or (self.budget,)):
+            winners = tuple(result.sample for result in self.results)  # of tighter budgets
+            self.results.append(self._search(trainer, pl_module, budget,
+                                             self._export_dir_of(index), scores, winners))
         self.result = self.results[-1]  # left active in the model
         self._winner = (_fingerprint(dict(self._supernet.named_parameters())),
                         [buffer.detach().clone() for buffer in self._supernet.buffers()])
@@ -460,12 +462,14 @@ class OneShotNAS(OuterLoop):
                 (self._export_dir_of(index) / SEARCH_STATE_FILE).unlink(missing_ok=True)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule, budget: Budget | None,
-                directory: Path | None, scores: dict[str, float]) -> SearchResult:
+                directory: Path | None, scores: dict[str, float],
+                seeds: tuple[Sample, ...] = ()) -> SearchResult:
         """Search the trained supernet within ``budget`` (held-out scores already in
-        ``scores`` are reused) and leave the winner active with its own batch norm."""
+        ``scores`` are reused; ``seeds`` are ranked beside the searched samples) and leave
+        the winner active with its own batch norm."""
         started, was_training = time.perf_counter(), pl_module.training
         self._context.budget = budget
-        scoring, calibrate = self._scoring(trainer, pl_module, directory, scores)
+        scoring, calibrate = self._scoring(trainer, pl_module, directory, scores, seeds)
         result = self.strategy.finish(scoring)
         calibrate(result.sample)  # its score may have come from the shared scores
         pl_module.train(was_training)
@@ -624,7 +628,8 @@ class OneShotNAS(OuterLoop):
             yield split_batch(to_device(trainer, batch), self.input_key, self.target_key)
 
     def _scoring(self, trainer: Trainer, pl_module: LightningModule, directory: Path | None,
-                 scores: dict[str, float]) -> tuple[Scoring, Callable[[Sample], None]]:
+                 scores: dict[str, float], seeds: tuple[Sample, ...] = ()
+                 ) -> tuple[Scoring, Callable[[Sample], None]]:
         """Held-out top-1 of a sample, its batch norm recalibrated (the sample stays active;
         a score in ``scores`` is reused, and new ones go there); a search state an
         interrupted search on these same weights saved in ``directory``. And the function
@@ -659,7 +664,7 @@ class OneShotNAS(OuterLoop):
         scoring = Scoring(evaluate=evaluate, top_k=self.top_k,
                           progress=self.progress and trainer.is_global_zero,
                           on_candidate=lambda candidate: self._meter.sample(),
-                          saved=saved, save_state=save_state)
+                          saved=saved, save_state=save_state, seeds=seeds)
         return scoring, calibrate
 
     def _search_state_file(self, supernet: nn.Module, directory: Path

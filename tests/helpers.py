@@ -110,3 +110,18 @@ def search_result(sample, input_shape, cost, score=None, budget=None, top=(), ca
                         strategy=strategy, input_shape=tuple(input_shape),
                         budget=None if budget is None else Budget(**budget),
                         cost=dict(search_cost or {}))
+
+
+def context_of_two_depths(**settings):
+    """A strategy's SearchContext (``settings``: budget, searcher, seed) for a supernet of
+    one elastic-depth stage of two linear blocks, with its cost table."""
+    from nas_aug.constraints import CostTable
+    from nas_aug.space import ElasticDepth, ValueChoice
+    from nas_aug.space.elastic import ElasticLinear
+    from nas_aug.strategies import SearchContext
+    from nas_aug.supernet import space_of
+
+    supernet = nn.Sequential(ElasticDepth("depth", [ElasticLinear(
+        4, 4, out_features_choice=ValueChoice(f"b{i}.width", [2, 4])) for i in range(2)]))
+    return SearchContext(supernet, space_of(supernet), cost_table=CostTable.build(supernet, (4,)),
+                         **settings)

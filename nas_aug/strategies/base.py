@@ -81,7 +81,9 @@ class Scoring:
     gives a sample's held-out score and leaves it active (batch norm recalibrated);
     ``top_k`` candidates go into the result's ``top``; ``on_candidate`` sees each scored candidate;
     ``saved`` is the state ``save_state`` last received in an earlier, interrupted
-    finish on the same trained supernet (``None`` if there is none)."""
+    finish on the same trained supernet (``None`` if there is none); ``seeds`` are samples
+    a searching strategy ranks beside its own (the winners of tighter budgets, so a looser
+    budget's winner never scores below theirs)."""
 
     evaluate: Callable[[Sample], float]
     top_k: int = 5
@@ -89,6 +91,7 @@ class Scoring:
     on_candidate: Callable[[Candidate], None] = lambda candidate: None
     saved: Mapping[str, Any] | None = None
     save_state: Callable[[dict[str, Any]], None] = lambda state: None
+    seeds: tuple[Sample, ...] = ()
 
 
 @dataclass(frozen=True)

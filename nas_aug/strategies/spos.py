@@ -20,6 +20,7 @@ from ..registry import Registry
 from ..result import Candidate, SearchResult
 from ..rng import restore_rng, rng_state
 from ..space import Sample, Space
+from ..space.choice import sample_key
 from ..supernet import activate
 from ..validation import check_int, check_positive
 from .base import STRATEGIES, FitInfo, Scoring, Strategy
@@ -183,9 +184,13 @@ class SPOS(Strategy):
 
         search.run(evaluate, progress=scoring.progress, after_tell=save)
         self.search_state = search.state_dict()
+        history, feasible = list(search.history), context.feasible()
+        seen = {sample_key(sample) for sample, _ in history}
+        history += [(seed, evaluate(seed)) for seed in scoring.seeds
+                    if sample_key(seed) not in seen and (feasible is None or feasible(seed))]
         # best score first; among equal scores (common on small held-out sets) the cheapest
-        ranked = sorted(search.history, key=lambda pair: (-pair[1], table(pair[0]).macs,
-                                                          table(pair[0]).params))
+        ranked = sorted(history, key=lambda pair: (-pair[1], table(pair[0]).macs,
+                                                   table(pair[0]).params))
         sample, score = ranked[0]
         scoring.evaluate(sample)  # leave the winner active, with its own batch-norm statistics
         top = [context.candidate(s, v) for s, v in ranked[:scoring.top_k]]

@@ -6,13 +6,12 @@ import random
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import make_trainer
+from helpers import context_of_two_depths, make_trainer
 from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from nas_aug.callbacks import OneShotNAS
 from nas_aug.classifier import ImageClassifier
-from nas_aug.constraints import CostTable
 from nas_aug.data import DigitsDataModule
 from nas_aug.search_spaces import create_space
 from nas_aug.space import Space, ValueChoice
@@ -80,18 +79,6 @@ def test_spos_logs_the_validated_largest_path_and_the_sampled_macs(spos_fit):
         sampled = logger.values("nas/sampled_macs_mean")
         assert len(sampled) == 2 and all(smallest <= v < largest for v in sampled)
         assert not [key for _, m in logger.calls for key in m if "temperature" in key]
-
-
-def context_of_two_depths():
-    """A supernet of one elastic-depth stage of two linear blocks, with its cost table."""
-    from nas_aug.space import ElasticDepth
-    from nas_aug.space.elastic import ElasticLinear
-    from nas_aug.supernet import space_of
-
-    supernet = nn.Sequential(ElasticDepth("depth", [ElasticLinear(
-        4, 4, out_features_choice=ValueChoice(f"b{i}.width", [2, 4])) for i in range(2)]))
-    space = space_of(supernet)
-    return SearchContext(supernet, space, cost_table=CostTable.build(supernet, (4,)))
 
 
 def test_spos_sampled_macs_are_the_mean_of_the_epochs_paths():

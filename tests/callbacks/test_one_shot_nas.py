@@ -310,6 +310,9 @@ def test_one_supernet_is_searched_for_several_budgets(tmp_path, costs):
         assert arch.sample == result.sample and arch.macs == result.chosen.macs <= budget.macs
         assert FvcoreCounter()(build_subnet(arch), torch.zeros(1, 1, 8, 8)) == arch.macs
         assert all(c.macs <= budget.macs for c in result.candidates)
+    # a looser budget's winner is at least as good as every tighter budget's
+    scores = [result.score for result in nas.results]
+    assert scores == sorted(scores)
     # a score is computed once per sub-network, whichever budget's search asks for it
     scored = [c for r in nas.results for c in r.candidates]
     by_sample = {}

@@ -134,3 +134,29 @@ def test_optuna_search_takes_a_sampler_factory():
     assert len(search.history) == 5 and len(made) >= 5
     with pytest.raises(ValueError, match="unknown Optuna sampler 'tpee' \\(did you mean 'tpe'"):
         OptunaSearch(sampler="tpee")
+
+
+def test_spos_ranks_the_seeds_beside_its_searched_samples():
+    """A looser budget's search is seeded with the tighter budgets' winners: a seed the
+    searcher itself never tried still wins when it scores best, and is scored once."""
+    from helpers import context_of_two_depths
+
+    from nas_aug.strategies import SPOS, RandomSearch, Scoring
+
+    best = {"depth": 2, "b0.width": 2, "b1.width": 2}
+    scored = []
+
+    def evaluate(sample):
+        scored.append(sample)
+        return 1.0 if sample == best else 0.5
+
+    def finish(seeds):
+        spos = SPOS()
+        spos.setup(context_of_two_depths(searcher=RandomSearch(num_samples=2), seed=0))
+        scored.clear()
+        return spos.finish(Scoring(evaluate=evaluate, progress=False, seeds=seeds))
+
+    assert finish(()).sample != best  # the searcher alone misses it
+    result = finish((best,))
+    assert result.sample == best and result.score == 1.0
+    assert sum(sample == best for sample in scored) == 2  # scored, then left active
