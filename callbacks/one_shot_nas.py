@@ -473,8 +473,8 @@ class OneShotNAS(OuterLoop):
         result = self.strategy.finish(scoring)
         calibrate(result.sample)  # its score may have come from the shared scores
         pl_module.train(was_training)
-        if trainer.world_size > 1:  # scores differ by rank (batch norm is recalibrated on each
-            # rank's own shard): every rank takes rank 0's result and winner's statistics
+        if trainer.world_size > 1:  # the ranks share their scores and data, so they found
+            # the same winner; its statistics are made bitwise equal (GPU reductions vary)
             buffers = [buffer.cpu() for buffer in self._supernet.buffers()]
             result, buffers = trainer.strategy.broadcast((result, buffers), src=0)
             activate(self._supernet, result.sample, self.space)
@@ -633,12 +633,22 @@ class OneShotNAS(OuterLoop):
         """Held-out top-1 of a sample, its batch norm recalibrated (the sample stays active;
         a score in ``scores`` is reused, and new ones go there); a search state an
         interrupted search on these same weights saved in ``directory``. And the function
-        that activates a sample with its batch norm recalibrated."""
+        that activates a sample with its batch norm recalibrated.
+
+        With several processes, every rank scores on the same data (rank 0's calibration
+        batches, the held-out batches of every rank) and scores its share of each batch of
+        samples the search offers; the scores are shared, so every rank holds all of them."""
         heldout, train = self.heldout_loader(trainer), trainer.train_dataloader
         set_sampler_epoch(train, trainer.current_epoch)  # the same batches after a resume
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             calibration = [x for x, _ in self._batches(train, trainer, self.calibration_batches)]
+        spread = trainer.world_size > 1
+        if spread:
+            device = calibration[0].device
+            calibration = [x.to(device) for x in trainer.strategy.broadcast(
+                [x.cpu() for x in calibration], src=0)]
+            every_heldout = self._every_rank_batches(heldout, trainer)
         supernet, self._calibration = self._supernet, calibration
 
         def calibrate(sample: Sample) -> None:
@@ -653,8 +663,18 @@ class OneShotNAS(OuterLoop):
                 pl_module.eval()
                 with trainer.precision_plugin.forward_context(), as_validation(trainer):
                     # batch hooks see held-out data as validation data
-                    scores[key] = top1_accuracy(pl_module, self._batches(heldout, trainer))
+                    batches = every_heldout if spread else self._batches(heldout, trainer)
+                    scores[key] = top1_accuracy(pl_module, batches)
             return scores[key]
+
+        def evaluate_many(samples: list[Sample]) -> list[float]:
+            new = list({sample_key(s): s for s in samples if sample_key(s) not in scores}.items())
+            rank, world = trainer.global_rank, trainer.world_size
+            mine = [evaluate(sample) for _, sample in new[rank::world]]
+            for source in range(world):
+                shared = trainer.strategy.broadcast(mine, src=source)
+                scores.update((key, score) for (key, _), score in zip(new[source::world], shared))
+            return [scores[sample_key(sample)] for sample in samples]
 
         saved, save_state = None, lambda state: None
         if directory is not None and trainer.is_global_zero:
@@ -664,8 +684,21 @@ class OneShotNAS(OuterLoop):
         scoring = Scoring(evaluate=evaluate, top_k=self.top_k,
                           progress=self.progress and trainer.is_global_zero,
                           on_candidate=lambda candidate: self._meter.sample(),
-                          saved=saved, save_state=save_state, seeds=seeds)
+                          saved=saved, save_state=save_state, seeds=seeds,
+                          evaluate_many=evaluate_many if spread else None)
         return scoring, calibrate
+
+    def _every_rank_batches(self, loader: Any, trainer: Trainer
+                            ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The batches of ``loader`` on every rank (each reads its own shard), in rank order,
+        on this rank's device; batch hooks see them as validation data."""
+        with as_validation(trainer):
+            mine = [(x.cpu(), None if y is None else y.cpu())
+                    for x, y in self._batches(loader, trainer)]
+        device = trainer.strategy.root_device
+        return [(x.to(device), None if y is None else y.to(device))
+                for source in range(trainer.world_size)
+                for x, y in trainer.strategy.broadcast(mine, src=source)]
 
     def _search_state_file(self, supernet: nn.Module, directory: Path
                            ) -> tuple[dict | None, Callable[[dict], None]]:

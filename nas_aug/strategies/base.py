@@ -83,7 +83,8 @@ class Scoring:
     ``saved`` is the state ``save_state`` last received in an earlier, interrupted
     finish on the same trained supernet (``None`` if there is none); ``seeds`` are samples
     a searching strategy ranks beside its own (the winners of tighter budgets, so a looser
-    budget's winner never scores below theirs)."""
+    budget's winner never scores below theirs); ``evaluate_many``, where given, scores
+    several samples at once (spread over the fit's processes)."""
 
     evaluate: Callable[[Sample], float]
     top_k: int = 5
@@ -92,6 +93,7 @@ class Scoring:
     saved: Mapping[str, Any] | None = None
     save_state: Callable[[dict[str, Any]], None] = lambda state: None
     seeds: tuple[Sample, ...] = ()
+    evaluate_many: Callable[[list[Sample]], list[float]] | None = None
 
 
 @dataclass(frozen=True)

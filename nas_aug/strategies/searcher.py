@@ -179,24 +179,40 @@ class Searcher:
         return [(dict(sample), score) for sample, score in ranked]
 
     def run(self, evaluate: Callable[[Sample], float], progress: bool = True,
-            after_tell: Callable[[], None] | None = None) -> tuple[Sample, float]:
+            after_tell: Callable[[], None] | None = None,
+            evaluate_batch: Callable[[list[Sample]], list[float]] | None = None
+            ) -> tuple[Sample, float]:
         """Ask, evaluate and tell until done (``after_tell()`` after each tell, e.g. to save
-        the state); return ``best``. Samples asked but not told (a resumed state) go first."""
+        the state); return ``best``. Samples asked but not told (a resumed state) go first.
+        ``evaluate_batch``, if given, scores every sample the searcher offers before it needs
+        a tell (a generation) in one call, in place of ``evaluate``."""
         bar = tqdm(total=self.total, initial=len(self.history), disable=not progress,
                    desc=self.name, unit="sample")
         try:
             while not self.done:
-                sample = dict(next(iter(self._pending.values()))) if self._pending else self.ask()
-                if sample is None:  # finished early: no new sample could be made
+                batch = self._next_batch(whole=evaluate_batch is not None)
+                if not batch:  # finished early: no new sample could be made
                     break
-                self.tell(sample, evaluate(sample))
-                if after_tell is not None:
-                    after_tell()
-                bar.set_postfix(best=f"{self.best[1]:.4g}", refresh=False)
-                bar.update(1)
+                scores = evaluate_batch(batch) if evaluate_batch is not None else \
+                    [evaluate(batch[0])]
+                for sample, score in zip(batch, scores):
+                    self.tell(sample, score)
+                    if after_tell is not None:
+                        after_tell()
+                    bar.set_postfix(best=f"{self.best[1]:.4g}", refresh=False)
+                    bar.update(1)
         finally:
             bar.close()
         return self.best
+
+    def _next_batch(self, whole: bool) -> list[Sample]:
+        """The samples to evaluate next: those asked but not told (a resumed state) first,
+        then new ones; every one the searcher offers before it needs a tell if ``whole``,
+        else one."""
+        batch = [dict(sample) for sample in self._pending.values()]
+        while (whole or not batch) and (sample := self.ask()) is not None:
+            batch.append(sample)
+        return batch if whole else batch[:1]
 
     def _breed(self, count: int, make: Callable[[], Sample], seen: set[str]) -> list[Sample]:
         """Up to ``count`` new feasible samples; stops after ``max_tries`` failed draws in a

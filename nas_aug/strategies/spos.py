@@ -171,18 +171,24 @@ class SPOS(Strategy):
             candidates = [Candidate.from_json(c) for c in scoring.saved["candidates"]]
         started = time.perf_counter() - (candidates[-1].seconds if candidates else 0.0)
 
-        def evaluate(sample: Sample) -> float:
-            score = scoring.evaluate(sample)
+        def record(sample: Sample, score: float) -> float:
             candidates.append(context.candidate(sample, score,
                                                 seconds=time.perf_counter() - started))
             scoring.on_candidate(candidates[-1])
             return score
 
+        def evaluate(sample: Sample) -> float:
+            return record(sample, scoring.evaluate(sample))
+
+        def evaluate_batch(samples: list[Sample]) -> list[float]:
+            return [record(s, v) for s, v in zip(samples, scoring.evaluate_many(samples))]
+
         def save() -> None:
             scoring.save_state({"searcher": search.state_dict(),
                                 "candidates": [c.to_json() for c in candidates]})
 
-        search.run(evaluate, progress=scoring.progress, after_tell=save)
+        search.run(evaluate, progress=scoring.progress, after_tell=save,
+                   evaluate_batch=None if scoring.evaluate_many is None else evaluate_batch)
         self.search_state = search.state_dict()
         history, feasible = list(search.history), context.feasible()
         seen = {sample_key(sample) for sample, _ in history}

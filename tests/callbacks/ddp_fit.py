@@ -1,5 +1,6 @@
 """A two-process CPU fit (DDP over gloo) with OneShotNAS(STRATEGY) and AugmentSearch(dada);
-each rank writes what it holds at the end to ``OUT/rank<r>.json``.
+each rank writes what it holds at the end (and how many held-out scores it computed) to
+``OUT/rank<r>.json``.
 
     python tests/callbacks/ddp_fit.py OUT STRATEGY
 
@@ -19,13 +20,26 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for helpers
 from helpers import SMALL_SPACES, LitClassifier  # noqa: E402
 
 from nas_aug import Budget  # noqa: E402
-from nas_aug.callbacks import AugmentSearch, OneShotNAS  # noqa: E402
+from nas_aug.callbacks import AugmentSearch, OneShotNAS, one_shot_nas  # noqa: E402
 from nas_aug.data import DigitsDataModule  # noqa: E402
 from nas_aug.search_spaces import create_space  # noqa: E402
 
 
+def count_scores() -> list[int]:
+    """Count this process's held-out scorings."""
+    scored, accuracy = [0], one_shot_nas.top1_accuracy
+
+    def counted(*args, **kwargs):
+        scored[0] += 1
+        return accuracy(*args, **kwargs)
+
+    one_shot_nas.top1_accuracy = counted
+    return scored
+
+
 def main(out: Path, strategy: str) -> None:
     torch.set_num_threads(1)
+    scored = count_scores()
     pl.seed_everything(0, verbose=False)
     model = LitClassifier(create_space("mobilenet_tiny", **SMALL_SPACES["mobilenet_tiny"]))
     options = dict(top_k=2, lr=0.05) if strategy != "spos" else dict(population_size=4,
@@ -47,7 +61,9 @@ def main(out: Path, strategy: str) -> None:
              "policy": [p.tolist() for p in search.method.policy.parameters()],
              "heldout_consumed": [nas._stream.consumed if nas._stream else None,
                                   search._stream.consumed],
-             "weights": float(sum(p.double().sum() for p in model.parameters()))}
+             "weights": float(sum(p.double().sum() for p in model.parameters())),
+             "scored": scored[0], "history": getattr(nas.strategy, "search_state", {}).get(
+                 "history")}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(state))
 
 

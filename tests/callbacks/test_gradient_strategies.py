@@ -176,7 +176,8 @@ def test_budget_no_architecture_meets_fails_before_training(costs):
 def test_ddp_ranks_hold_the_same_architecture_and_policy(strategy, tmp_path):
     """Two processes (gloo): the outer gradients are averaged, so both ranks end with the
     same alpha, the same policy and the same derived architecture, and rank 0 exports; SPOS
-    ranks sample the same paths and take rank 0's search result."""
+    ranks sample the same paths, and each scores its share of every generation on the same
+    data: they hold the same scores, each computed once."""
     script = Path(__file__).with_name("ddp_fit.py")
     done = subprocess.run([sys.executable, str(script), str(tmp_path), strategy],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -188,4 +189,8 @@ def test_ddp_ranks_hold_the_same_architecture_and_policy(strategy, tmp_path):
     # one held-out batch per step per rank (SPOS scores on held-out data only at the end)
     assert ranks[0]["heldout_consumed"] == [6 if strategy == "darts" else None, 6]
     assert load_architecture(tmp_path / "arch").sample == ranks[0]["sample"]
+    if strategy == "spos":
+        assert ranks[0]["history"] == ranks[1]["history"]  # every sample and score
+        scored = [rank["scored"] for rank in ranks]
+        assert sum(scored) == len(ranks[0]["history"]) and abs(scored[0] - scored[1]) <= 2
     assert (tmp_path / "policy" / "policy.json").exists()

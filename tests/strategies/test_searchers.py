@@ -160,3 +160,27 @@ def test_spos_ranks_the_seeds_beside_its_searched_samples():
     result = finish((best,))
     assert result.sample == best and result.score == 1.0
     assert sum(sample == best for sample in scored) == 2  # scored, then left active
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS.names()))
+def test_batched_evaluation_tells_the_same_history(name):
+    """run(evaluate_batch=...) scores what the searcher offers before it needs a tell (a whole
+    generation for evolution) in one call, and the search goes exactly as one by one."""
+    space = Space([ValueChoice(label, [1, 2, 3, 4]) for label in "abc"])
+
+    def score(sample):
+        return -abs(sample["a"] - 3) - abs(sample["b"] - 1) + 0.1 * sample["c"]
+
+    def search():
+        searcher = SEARCHERS.get(name)()
+        return searcher.bind(space, seed=5)
+
+    one_by_one, batched, batches = search(), search(), []
+    one_by_one.run(score, progress=False)
+    batched.run(score, progress=False,
+                evaluate_batch=lambda samples: batches.append(len(samples)) or
+                [score(s) for s in samples])
+    assert batched.history == one_by_one.history
+    assert sum(batches) == len(one_by_one.history)
+    if name == "evolution":
+        assert max(batches) > 1  # generations, not single samples
