@@ -201,10 +201,12 @@ class OneShotNAS(OuterLoop):
                              "its own parameters and runs no outer searcher: drop search= "
                              f"({sorted(evolution) or search!r})")
         self.search = Evolution(**evolution) if search is None else get_searcher(search)
-        if elastic is not None:  # timm's integration (and timm) is imported only for this
-            from ..elastic_models import ElasticSpec
-        if elastic is not None and not isinstance(elastic, ElasticSpec):
-            raise ValueError(f"elastic must be a nas_aug.ElasticSpec or None, got {elastic!r}")
+        if elastic is not None:
+            from ..elastic_models import ElasticSpec  # timm's integration, imported for this
+
+            if not isinstance(elastic, ElasticSpec):
+                raise ValueError(f"elastic must be a nas_aug.ElasticSpec or None, got "
+                                 f"{elastic!r}")
         if budget is not None and not isinstance(budget, Budget):
             raise ValueError(f"budget must be a nas_aug.Budget or None, got {budget!r}")
         if input_shape is not None and len(input_shape) != 3:

@@ -421,7 +421,7 @@ class _RunState:
                                   "overwrite=True to start afresh")
         check_export_dir(out_dir, overwrite)
         if earlier:
-            logs = [path for fit in FITS for path in (out_dir / "logs").glob(fit)]
+            logs = [folder for fit in FITS for folder in (out_dir / "logs").glob(fit)]
             for folder in (self.folder, *logs):
                 shutil.rmtree(folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
