@@ -124,7 +124,7 @@ class Policy:
     >>> Policy.from_json(policy.to_json()) == policy
     True
     >>> Policy.presets()
-    ('autoaugment_cifar10', 'autoaugment_imagenet', 'autoaugment_svhn', 'trivialaugment')
+    ('autoaugment_cifar10', 'autoaugment_imagenet', 'autoaugment_svhn', 'none', 'trivialaugment')
     """
 
     sub_policies: tuple[SubPolicy, ...]
@@ -311,6 +311,10 @@ def _autoaugment(dataset: str) -> Policy:
                   name=f"autoaugment_{dataset}")
 
 
+def _no_augmentation() -> Policy:
+    return Policy(((OpSpec("identity", 1.0, 0.0),),), name="none")
+
+
 def _trivialaugment() -> Policy:
     # one sub-policy per (op, bin): a uniform draw picks op and magnitude independently; ops
     # without a magnitude get as many (identical) entries, so every op is equally likely
@@ -325,5 +329,6 @@ PRESETS = {
     "autoaugment_cifar10": lambda: _autoaugment("cifar10"),
     "autoaugment_imagenet": lambda: _autoaugment("imagenet"),
     "autoaugment_svhn": lambda: _autoaugment("svhn"),
+    "none": _no_augmentation,  # the images as they are: the baseline every search must beat
     "trivialaugment": _trivialaugment,
 }

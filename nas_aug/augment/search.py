@@ -7,15 +7,16 @@ choices at the end of an epoch (:meth:`end_epoch`), and names the policy it foun
 
 * :class:`DadaSearch`: DADA's differentiable search; the policy follows the hypergradient of the
   held-out loss through one virtual training step (see :mod:`nas_aug.bilevel`).
-* :class:`RandAugmentSearch`: RandAugment's ``(N, M)`` by successive halving in one fit. Every
-  sample is augmented with a candidate drawn from those still in the race; every few steps,
-  candidates are scored by the held-out loss decrease that one SGD step on a batch augmented
-  with them predicts to first order, ``lr * <grad L_val, grad L_train(candidate)>``; at evenly
-  spaced epochs the worse half is dropped.
+* :class:`RandAugmentSearch`: RandAugment's ``(N, M)`` and fixed presets (no augmentation,
+  TrivialAugment) by successive halving in one fit. Every sample is augmented with a candidate
+  drawn from those still in the race; every few steps, candidates are scored by the held-out
+  loss decrease that one SGD step on a batch augmented with them predicts to first order,
+  ``lr * <grad L_val, grad L_train(candidate)>``; at evenly spaced epochs the worse half is
+  dropped. With the presets in the race, the search can always fall back to a fixed default.
 
 >>> method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.2, 0.6))
 >>> [c for c in method.candidates]
-[(1, 0.2), (1, 0.6), (2, 0.2), (2, 0.6)]
+[(1, 0.2), (1, 0.6), (2, 0.2), (2, 0.6), 'none', 'trivialaugment']
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..validation import check_int, check_positive
 from .apply import apply_params, sample_params
 from .differentiable import DifferentiablePolicy
 from .ops import AUTOAUGMENT_OPS
-from .policy import Policy, RandAugment
+from .policy import PRESETS, Policy, RandAugment
 
 __all__ = ["METHODS", "DadaSearch", "PolicySearch", "RandAugmentSearch"]
 
@@ -158,11 +159,12 @@ class DadaSearch(PolicySearch):
 
 @METHODS.register("randaugment")
 class RandAugmentSearch(PolicySearch):
-    """RandAugment's ``num_ops`` x ``magnitudes`` grid searched by successive halving in one fit
-    (see the module docstring); every ``probe_every`` steps, ``probes_per_step`` candidates
-    (in turn) are scored against one held-out gradient.
+    """RandAugment's ``num_ops`` x ``magnitudes`` grid, and the fixed ``presets`` beside it
+    (names of :meth:`Policy.presets`), searched by successive halving in one fit (see the
+    module docstring); every ``probe_every`` steps, ``probes_per_step`` candidates (in turn)
+    are scored against one held-out gradient. A candidate is ``(N, M)`` or a preset's name.
 
-    >>> method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,))
+    >>> method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,), presets=())
     >>> method.best_policy().draws_per_sample  # before any probe: the first candidate
     1
     """
@@ -171,15 +173,20 @@ class RandAugmentSearch(PolicySearch):
 
     def __init__(self, num_ops: Sequence[int] = (1, 2, 3),
                  magnitudes: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                 presets: Sequence[str] = ("none", "trivialaugment"),
                  probe_every: int = 2, probes_per_step: int = 2, seed: int = 0):
         if isinstance(num_ops, (str, int)) or not num_ops:
             raise ValueError(f"num_ops must be a non-empty list of integers, got {num_ops!r}")
         if isinstance(magnitudes, (str, float, int)) or not magnitudes:
             raise ValueError(f"magnitudes must be a non-empty list of numbers in [0, 1], "
                              f"got {magnitudes!r}")
-        self.policies = [RandAugment(n, m) for n in num_ops for m in magnitudes]  # validates
+        if isinstance(presets, str) or len(set(presets)) != len(presets):
+            raise ValueError(f"presets must be a list of distinct preset names (of "
+                             f"{list(PRESETS)}), got {presets!r}")
+        grid = [RandAugment(n, m) for n in num_ops for m in magnitudes]  # validates
+        self.policies = grid + [Policy.preset(name) for name in presets]  # unknown: named
         self.candidates = [(p.draws_per_sample, p.sub_policies[0][0].magnitude)
-                           for p in self.policies]
+                           for p in grid] + list(presets)
         self.probe_every = check_int("probe_every", probe_every, 1)
         self.probes_per_step = check_int("probes_per_step", probes_per_step, 1)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
@@ -264,15 +271,20 @@ class RandAugmentSearch(PolicySearch):
         return self.policies[self._ranked()[0]]
 
     def metrics(self) -> dict[str, float]:
-        best = self._ranked()[0]
-        num_ops, magnitude = self.candidates[best]
+        """The survivors, and the leader's ``N`` and ``M`` (0 and 0 for a preset)."""
+        best = self.candidates[self._ranked()[0]]
+        num_ops, magnitude = best if isinstance(best, tuple) else (0, 0.0)
         return {"survivors": float(len(self.survivors)), "best_num_ops": float(num_ops),
                 "best_magnitude": magnitude}
 
     def summary(self) -> dict[str, Any]:
-        num_ops, magnitude = self.candidates[self._ranked()[0]]
-        return {**super().summary(), "num_ops": num_ops, "magnitude": magnitude,
-                "survivors": [list(self.candidates[i]) for i in self.survivors],
+        best = self.candidates[self._ranked()[0]]
+        num_ops, magnitude, preset = (*best, None) if isinstance(best, tuple) else \
+            (None, None, best)
+        return {**super().summary(), "preset": preset, "num_ops": num_ops,
+                "magnitude": magnitude, "survivors": [
+                    list(c) if isinstance(c, tuple) else c
+                    for c in (self.candidates[i] for i in self.survivors)],
                 "rungs": self.rungs}
 
     def state_dict(self) -> dict[str, Any]:

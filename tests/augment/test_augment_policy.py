@@ -26,7 +26,7 @@ def test_json_round_trip(name):
 
 def test_presets_are_named_and_listed():
     assert Policy.presets() == ("autoaugment_cifar10", "autoaugment_imagenet",
-                                "autoaugment_svhn", "trivialaugment")
+                                "autoaugment_svhn", "none", "trivialaugment")
     for name in Policy.presets():
         assert Policy.preset(name).name == name
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_aug.augment import RandAugment
+from nas_aug.augment import Policy, RandAugment
 from nas_aug.augment.apply import apply_params, sample_params
 from nas_aug.augment.search import DadaSearch, RandAugmentSearch
 from nas_aug.bilevel import OuterStep
@@ -60,7 +60,7 @@ def test_dada_state_round_trip_continues_exactly(rgb):
 
 
 def test_randaugment_grid_and_first_order_scores(gray):
-    method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.2, 0.6), probes_per_step=4)
+    method = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.2, 0.6), probes_per_step=4)
     net, step = _step(gray, lr=0.5)
     generator_state = method.generator.get_state()
     method.outer_step(step)
@@ -77,7 +77,7 @@ def test_randaugment_grid_and_first_order_scores(gray):
 
 
 def test_randaugment_halves_on_an_even_schedule():
-    method = RandAugmentSearch()  # 3 x 5 = 15 candidates: 4 halvings
+    method = RandAugmentSearch(presets=())  # 3 x 5 = 15 candidates: 4 halvings
     assert method.total_halvings == 4
     method.score_count = [1] * 15
     method.score_sum = [float(i % 7) for i in range(15)]
@@ -93,14 +93,15 @@ def test_randaugment_halves_on_an_even_schedule():
 
 
 def test_randaugment_keeps_the_best_scored_half():
-    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.1, 0.3, 0.5, 0.7))
+    method = RandAugmentSearch(presets=(), num_ops=(1,), magnitudes=(0.1, 0.3, 0.5, 0.7))
     method.score_sum, method.score_count = [1.0, 4.0, 3.0, 2.0], [1, 1, 1, 1]
     method.end_epoch(0, max_epochs=3)
     assert [method.candidates[i] for i in method.survivors] == [(1, 0.3), (1, 0.5)]
 
 
 def test_fewer_epochs_than_halvings_halve_several_times_at_once():
-    method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.1, 0.3, 0.5, 0.7))  # 8: 3 halvings
+    method = RandAugmentSearch(presets=(), num_ops=(1, 2),
+                               magnitudes=(0.1, 0.3, 0.5, 0.7))  # 8 candidates: 3 halvings
     method.score_sum, method.score_count = [float(i) for i in range(8)], [1] * 8
     method.end_epoch(0, max_epochs=1)
     assert [method.candidates[i] for i in method.survivors] == [(2, 0.7)]
@@ -108,7 +109,7 @@ def test_fewer_epochs_than_halvings_halve_several_times_at_once():
 
 
 def test_unscored_candidates_are_reported_when_they_drop_out():
-    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.1, 0.3))
+    method = RandAugmentSearch(presets=(), num_ops=(1,), magnitudes=(0.1, 0.3))
     method.score_sum, method.score_count = [1.0, 0.0], [1, 0]
     with pytest.warns(UserWarning, match=r"\[\(1, 0.3\)\] were never scored"):
         method.end_epoch(0, max_epochs=2)
@@ -117,7 +118,7 @@ def test_unscored_candidates_are_reported_when_they_drop_out():
 
 
 def test_randaugment_augments_each_sample_with_a_surviving_candidate(gray):
-    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.0, 1.0), seed=0)
+    method = RandAugmentSearch(presets=(), num_ops=(1,), magnitudes=(0.0, 1.0), seed=0)
     method.survivors = [0]  # magnitude 0: most ops change little or nothing
     images = gray.repeat(8, 1, 1, 1)
     out = method.augment(images)
@@ -128,9 +129,9 @@ def test_randaugment_augments_each_sample_with_a_surviving_candidate(gray):
 
 
 def test_randaugment_state_round_trip(gray):
-    first = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,), seed=0)
+    first = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.3,), seed=0)
     first.outer_step(_step(gray)[1])
-    second = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,), seed=9)
+    second = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.3,), seed=9)
     second.load_state_dict(json.loads(json.dumps({k: v for k, v in first.state_dict().items()
                                                   if k != "generator"}))
                            | {"generator": first.generator.get_state()})
@@ -155,3 +156,26 @@ def test_dada_bad_arguments():
         DadaSearch(lr=0)
     with pytest.raises(ValueError, match="update_every"):
         DadaSearch(update_every=0)
+
+
+def test_presets_race_beside_the_grid_and_can_win():
+    method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.3, 0.9))
+    assert method.candidates == [(1, 0.3), (1, 0.9), "none", "trivialaugment"]
+    method.score_sum, method.score_count = [1.0, 2.0, 4.0, 3.0], [1] * 4
+    method.end_epoch(0, max_epochs=1)
+    assert [method.candidates[i] for i in method.survivors] == ["none"]
+    assert method.best_policy() == Policy.preset("none")
+    summary = json.loads(json.dumps(method.summary()))  # plain data
+    assert (summary["preset"], summary["num_ops"], summary["survivors"]) == ("none", None,
+                                                                             ["none"])
+    assert method.metrics()["best_num_ops"] == 0.0
+
+
+@pytest.mark.parametrize("presets, message", [
+    (("trivial",), r"unknown policy preset 'trivial' \(did you mean 'trivialaugment'\?\)"),
+    (("none", "none"), "presets must be a list of distinct preset names"),
+    ("none", "presets must be a list of distinct preset names"),
+])
+def test_bad_presets_are_named(presets, message):
+    with pytest.raises(ValueError, match=message):
+        RandAugmentSearch(presets=presets)
