@@ -39,6 +39,7 @@ from .data import DATASETS
 from .export import Architecture, build_subnet, check_export_dir, load_architecture
 from .io import atomic_write, read_json, write_json
 from .result import Candidate, SearchResult
+from .space.choice import sample_key
 from .strategies import Evolution, get_strategy
 from .supernet import extract_subnet, supernet_info
 from .validation import check_int, check_positive, closest_match
@@ -362,7 +363,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
                      for name, candidate in result.references.items()]
         info, trained = supernet_info(model.net), {}
         for name, fit, candidate, heldout in to_train:
-            key = repr(sorted(candidate.sample.items()))
+            key = sample_key(candidate.sample)
             if key not in trained:  # a network two budgets chose is trained once
                 rebuilt = Architecture(space=info.space_name, space_kwargs=info.space_kwargs,
                                        sample=candidate.sample, input_shape=result.input_shape)

@@ -125,3 +125,25 @@ def context_of_two_depths(**settings):
         4, 4, out_features_choice=ValueChoice(f"b{i}.width", [2, 4])) for i in range(2)]))
     return SearchContext(supernet, space_of(supernet), cost_table=CostTable.build(supernet, (4,)),
                          **settings)
+
+
+def count_calls(owner, name: str, kill_at: int | None = None, say: str | None = None
+                ) -> list[int]:
+    """Count the calls of ``owner.name`` (the returned one-item list); SIGKILL this process
+    on the ``kill_at``-th; print ``say N`` at each call, if given. For the scripts that tests
+    run in a subprocess and kill."""
+    import os
+    import signal
+
+    function, calls = getattr(owner, name), [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if say:
+            print(f"{say} {calls[0]}", flush=True)
+        return function(*args, **kwargs)
+
+    setattr(owner, name, counted)
+    return calls

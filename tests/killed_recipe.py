@@ -7,12 +7,11 @@ step or N-th held-out score, counted over the whole run; extra arguments go to `
 Run as a script by tests/test_recipe_resume.py (not collected by pytest).
 """
 
-import os
-import signal
 import sys
 from pathlib import Path
 
 import torch
+from helpers import count_calls  # tests/, this script's folder
 
 from nas_aug import cli
 from nas_aug.callbacks import one_shot_nas
@@ -24,22 +23,6 @@ TINY = ["data.kwargs={batch_size: 64, train_fraction: 0.5}", "supernet.epochs=2"
         "search.calibration_batches=2", "search.budget.macs=5e5",
         "space.kwargs={num_classes: 10, in_chans: 1, img_size: 8, expand_ratios: [3, 6], "
         "kernel_sizes: [3]}"]
-
-
-def count_calls(owner, name: str, kill_at: int | None = None, say: str | None = None) -> None:
-    """Count the calls of ``owner.name`` (printing ``say N`` at each, if given); SIGKILL this
-    process on the ``kill_at``-th."""
-    function, calls = getattr(owner, name), [0]
-
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if say:
-            print(f"{say} {calls[0]}", flush=True)
-        return function(*args, **kwargs)
-
-    setattr(owner, name, counted)
 
 
 def main(out: str, kill: str, *args: str) -> int:

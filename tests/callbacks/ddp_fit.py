@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for helpers
 
-from helpers import SMALL_SPACES, LitClassifier  # noqa: E402
+from helpers import SMALL_SPACES, LitClassifier, count_calls  # noqa: E402
 
 from nas_aug import Budget  # noqa: E402
 from nas_aug.callbacks import AugmentSearch, OneShotNAS, one_shot_nas  # noqa: E402
@@ -25,21 +25,9 @@ from nas_aug.data import DigitsDataModule  # noqa: E402
 from nas_aug.search_spaces import create_space  # noqa: E402
 
 
-def count_scores() -> list[int]:
-    """Count this process's held-out scorings."""
-    scored, accuracy = [0], one_shot_nas.top1_accuracy
-
-    def counted(*args, **kwargs):
-        scored[0] += 1
-        return accuracy(*args, **kwargs)
-
-    one_shot_nas.top1_accuracy = counted
-    return scored
-
-
 def main(out: Path, strategy: str) -> None:
     torch.set_num_threads(1)
-    scored = count_scores()
+    scored = count_calls(one_shot_nas, "top1_accuracy")
     pl.seed_everything(0, verbose=False)
     model = LitClassifier(create_space("mobilenet_tiny", **SMALL_SPACES["mobilenet_tiny"]))
     options = dict(top_k=2, lr=0.05) if strategy != "spos" else dict(population_size=4,

@@ -8,8 +8,6 @@ Run as a script by tests/callbacks/test_search_resume.py (not collected by pytes
 """
 
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for helpers
 
-from helpers import SMALL_SPACES, LitClassifier  # noqa: E402
+from helpers import SMALL_SPACES, LitClassifier, count_calls  # noqa: E402
 
 from nas_aug.callbacks import OneShotNAS, one_shot_nas  # noqa: E402
 from nas_aug.data import DigitsDataModule  # noqa: E402
@@ -26,23 +24,10 @@ from nas_aug.search_spaces import create_space  # noqa: E402
 from nas_aug.strategies import Evolution  # noqa: E402
 
 
-def count_scores(kill_after: int | None) -> list[int]:
-    """Count the held-out scorings; SIGKILL this process when ``kill_after`` are done."""
-    scored, accuracy = [0], one_shot_nas.top1_accuracy
-
-    def counted(*args, **kwargs):
-        if kill_after is not None and scored[0] == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-        scored[0] += 1
-        return accuracy(*args, **kwargs)
-
-    one_shot_nas.top1_accuracy = counted
-    return scored
-
-
 def main(out: Path, kill_after: int | None) -> None:
     torch.set_num_threads(1)
-    scored = count_scores(kill_after)
+    scored = count_calls(one_shot_nas, "top1_accuracy",  # killed when kill_after are done
+                         kill_at=None if kill_after is None else kill_after + 1)
     pl.seed_everything(0, verbose=False)
     model = LitClassifier(create_space("mobilenet_tiny", **SMALL_SPACES["mobilenet_tiny"]))
     nas = OneShotNAS(search=Evolution(population_size=4, generations=4),
