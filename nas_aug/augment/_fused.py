@@ -8,7 +8,9 @@ what each sample's :class:`~nas_aug.augment.ops.Op` kernel computes, with the sa
   matrix per sample, built as kornia's ``rotate`` / ``shear`` / ``translate`` build theirs;
 * :func:`blend` runs the pointwise colour ops (``BLEND``) each on its slice of one output:
   ``brightness``, ``color`` and ``contrast`` share their ``x * factor`` and their clamp;
-  ``posterize`` looks each pixel's 8-bit level up in a table that kornia's ``posterize`` made.
+  ``posterize`` looks each pixel's 8-bit level up in a table that kornia's ``posterize`` made;
+* :func:`remap` runs the whole-pixel ops (``PIXEL``: ``crop``, ``hflip``, ``cutout``) as one
+  gather and one mask, with the position each sample drew.
 
 >>> import torch
 >>> images = torch.rand(3, 3, 8, 8)
@@ -29,10 +31,13 @@ from kornia.color import rgb_to_grayscale
 from kornia.geometry import transform
 from torch import Tensor
 
-__all__ = ["BLEND", "GEOMETRIC", "blend", "warp"]
+from .ops import BASE_OPS, crop_offsets, cutout_boxes, erase_boxes, shift_pixels
+
+__all__ = ["BLEND", "GEOMETRIC", "PIXEL", "blend", "remap", "warp"]
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 BLEND = ("invert", "solarize", "posterize", "brightness", "color", "contrast")
+PIXEL = BASE_OPS  # the standard pipeline's ops all move or erase whole pixels
 
 
 def _slices(counts: Sequence[int]) -> list[slice]:
@@ -99,4 +104,20 @@ def blend(images: Tensor, value: Tensor, counts: Sequence[int]) -> Tensor:
             x.mean((-3, -2, -1), True)
         out[contrast] += mean * (1 - factor[contrast])
     out[scaled].clamp_(0.0, 1.0)
+    return out
+
+
+def remap(images: Tensor, value: Tensor, counts: Sequence[int], position: Tensor) -> Tensor:
+    """``images`` sorted by op as ``PIXEL`` lists them, ``counts[k]`` of op ``k``: the crops and
+    flips as one whole-pixel gather, then the cutouts; the ops' own kernels' exact copies."""
+    crop, hflip, cutout = _slices(counts)
+    batch, _, height, width = images.shape
+    shift = torch.zeros(batch, 2, dtype=torch.long, device=images.device)
+    shift[crop] = crop_offsets(value[crop], position[crop], height, width)
+    flip = torch.zeros(batch, dtype=torch.bool, device=images.device)
+    flip[hflip] = True
+    out = shift_pixels(images, shift, flip)
+    if counts[2]:
+        out[cutout] = erase_boxes(out[cutout], cutout_boxes(value[cutout], position[cutout],
+                                                            height, width))
     return out

@@ -23,6 +23,9 @@ contrast       ``A.ColorJitter(contrast=(v, v))``                        1     0
 sharpness      ``A.Sharpen`` (v > 1) or ``A.GaussianBlur`` (v < 1)       2     1.01 / 0.63
 posterize      ``A.Posterize(num_bits=round(v))``; ``A.NoOp`` at 8 bits  0     0 / 0
 solarize       ``A.Solarize(threshold_range=(v, v))``; ``A.NoOp`` > 1    0     0 / 0
+crop           ``PaddedRandomCrop(v)``: a whole-pixel ``A.Affine`` shift     0     0 / 0
+hflip          ``A.HorizontalFlip``                                      0     0 / 0
+cutout         ``Cutout(v)``: ``A.CoarseDropout`` of one box, fill 0     0     0 / 0
 =============  ========================================================  ====  ===========
 
 "measured" is the worst mean difference over both signs at the tests' magnitude (0.7; for
@@ -43,6 +46,10 @@ translate a quarter of the side) on their photo crops / upsampled digits
 
 ``AffineAboutOrigin`` is ``A.Affine`` shearing about pixel (0, 0), as torchvision and ours do;
 ``A.Affine`` shears about the centre, which would add a shift of ``v * (H - 1) / 2`` pixels.
+``PaddedRandomCrop`` and ``Cutout`` learn each image's size and place the crop and the box as
+ours does (:func:`~nas_aug.augment.ops.crop_offsets`, :func:`~nas_aug.augment.ops.cutout_boxes`):
+a crop with zero padding is a whole-pixel shift, which ``A.Affine`` applies to masks, boxes and
+keypoints too.
 
 Importing this module sets ``NO_ALBUMENTATIONS_UPDATE=1`` unless it is set: otherwise importing
 Albumentations asks PyPI for a newer version, and nothing here downloads.
@@ -58,17 +65,18 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.augmentations.geometric import functional as fgeometric  # noqa: E402
 
 from .kornia_export import op_parameter  # noqa: E402
-from .ops import get_op  # noqa: E402
+from .ops import crop_offsets, cutout_boxes, get_op  # noqa: E402
 from .policy import OpSpec, Policy  # noqa: E402
 
-__all__ = ["ALBUMENTATIONS_OPS", "UNSUPPORTED", "AffineAboutOrigin", "AlbumentationsOp",
-           "albumentations_transform", "to_albumentations"]
+__all__ = ["ALBUMENTATIONS_OPS", "UNSUPPORTED", "AffineAboutOrigin", "AlbumentationsOp", "Cutout",
+           "PaddedRandomCrop", "albumentations_transform", "to_albumentations"]
 
 if int(A.__version__.split(".")[0]) < 2:
     raise ImportError(f"nas_aug's Albumentations export needs albumentations >= 2.0, found "
@@ -101,6 +109,73 @@ class AffineAboutOrigin(A.Affine):
             matrix[:2, 2] += (matrix[:2, :2] - np.eye(2)) @ centre
             out[key] = matrix
         return out
+
+
+def _position(transform: A.BasicTransform, pinned: tuple[float, float] | None) -> torch.Tensor:
+    """The transform's own draw of a position in [0, 1)^2, or the pinned one."""
+    if pinned is None:
+        pinned = (transform.py_random.random(), transform.py_random.random())
+    return torch.tensor([pinned], dtype=torch.float64)
+
+
+class PaddedRandomCrop(A.Affine):
+    """A random crop back to the image's size after zero padding of ``fraction`` of each side,
+    as our ``crop``: a whole-pixel shift of up to the padding; ``position`` pins the offset.
+
+    >>> import numpy as np
+    >>> image = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
+    >>> out = PaddedRandomCrop(0.25, position=(0.0, 0.99), p=1)(image=image)["image"]
+    >>> out[..., 0].tolist()  # one pixel down and one left: row 0 is padding
+    [[0, 0, 0, 0], [1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]]
+    """
+
+    def __init__(self, fraction: float, position: tuple[float, float] | None = None,
+                 p: float = 0.5) -> None:
+        super().__init__(interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                         p=p)
+        self.fraction, self.position = fraction, position
+
+    def get_params_dependent_on_data(self, params: dict[str, Any],
+                                     data: dict[str, Any]) -> dict[str, Any]:
+        out = super().get_params_dependent_on_data(params, data)  # the identity: no translate
+        height, width = params["shape"][:2]
+        dy, dx = crop_offsets(torch.tensor([self.fraction]), _position(self, self.position),
+                              height, width)[0].tolist()
+        for key in ("matrix", "bbox_matrix"):  # out[i, j] = image[i + dy, j + dx]
+            matrix = np.array(out[key], dtype=np.float64)
+            matrix[:2, 2] -= (dx, dy)
+            out[key] = matrix
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fraction", "position")
+
+
+class Cutout(A.CoarseDropout):
+    """One box of ``fraction`` of each side set to 0, placed as our ``cutout`` places it
+    (wholly inside the image); ``position`` pins it.
+
+    >>> import numpy as np
+    >>> out = Cutout(0.5, position=(0.0, 0.99), p=1)(image=np.ones((4, 4, 1), np.uint8))
+    >>> out["image"][..., 0].tolist()
+    [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    """
+
+    def __init__(self, fraction: float, position: tuple[float, float] | None = None,
+                 p: float = 0.5) -> None:
+        super().__init__(num_holes_range=(1, 1), fill=0, p=p)
+        self.fraction, self.position = fraction, position
+
+    def get_params_dependent_on_data(self, params: dict[str, Any],
+                                     data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        top, left, box_height, box_width = cutout_boxes(
+            torch.tensor([self.fraction]), _position(self, self.position), height, width)[0]
+        holes = np.array([[left, top, left + box_width, top + box_height]], dtype=np.int64)
+        return {"holes": holes, "seed": self.random_generator.integers(0, 2**32 - 1)}
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fraction", "position")
 
 
 @dataclass(frozen=True)
@@ -226,17 +301,26 @@ ALBUMENTATIONS_OPS: dict[str, AlbumentationsOp] = {
         "A.Solarize(threshold_range=(v, v)); A.NoOp if v > 1",
         _noop_or(lambda value, p: A.Solarize(threshold_range=(value, value), p=p),
                  lambda value: value > 1), 0.0, "exact"),
+    "crop": AlbumentationsOp("PaddedRandomCrop(v)", _noop_or(
+        lambda value, p: PaddedRandomCrop(value, p=p), lambda value: value == 0), 0.0, "exact"),
+    "hflip": AlbumentationsOp("A.HorizontalFlip", lambda value, p: A.HorizontalFlip(p=p), 0.0,
+                              "exact"),
+    "cutout": AlbumentationsOp("Cutout(v)", _noop_or(
+        lambda value, p: Cutout(value, p=p), lambda value: value == 0), 0.0, "exact"),
 }
 # op -> why it has no Albumentations counterpart
 UNSUPPORTED: dict[str, str] = {name: entry.note for name, entry in ALBUMENTATIONS_OPS.items()
                                if entry.build is None}
 
 
-def albumentations_transform(spec: OpSpec, sign: float | None = None) -> A.BasicTransform | None:
+def albumentations_transform(spec: OpSpec, sign: float | None = None,
+                             position: tuple[float, float] | None = None
+                             ) -> A.BasicTransform | None:
     """The Albumentations transform for one op of a policy (``None``: no counterpart).
 
     A signed op becomes ``A.OneOf`` of its two signs with the op's probability; ``sign=1`` or
-    ``-1`` gives just that sign's transform.
+    ``-1`` gives just that sign's transform. ``position`` pins where ``crop`` and ``cutout``
+    land (each image draws its own otherwise).
 
     >>> from nas_aug.augment import OpSpec
     >>> albumentations_transform(OpSpec("rotate", 0.5, 1.0), sign=-1.0).rotate
@@ -249,8 +333,11 @@ def albumentations_transform(spec: OpSpec, sign: float | None = None) -> A.Basic
         return None
     op = get_op(spec.name)
     if sign is not None or not op.signed or spec.magnitude == 0:
-        return build(op_parameter(spec.name, spec.magnitude, 1.0 if sign is None else sign),
-                     spec.probability)
+        transform = build(op_parameter(spec.name, spec.magnitude, 1.0 if sign is None else sign),
+                          spec.probability)
+        if op.positional and hasattr(transform, "position"):
+            transform.position = position
+        return transform
     return A.OneOf([build(op_parameter(spec.name, spec.magnitude, s), 1.0) for s in (1.0, -1.0)],
                    p=spec.probability)
 
@@ -261,7 +348,8 @@ def to_albumentations(policy: Policy, strict: bool = False) -> tuple[A.Compose, 
 
     Each sub-policy becomes an ``A.Sequential`` of its ops (each with its own probability); an
     ``A.OneOf`` picks one sub-policy per image, ``draws_per_sample`` times in a row, as ours does
-    per sample. Ops with no faithful counterpart (``UNSUPPORTED``) are left out of their
+    per sample, between the policy's ``before`` and ``after`` ops. Ops with no faithful
+    counterpart (``UNSUPPORTED``) are left out of their
     sub-policies and listed; with ``strict=True`` they raise ``ValueError`` instead.
 
     >>> import numpy as np
@@ -292,4 +380,5 @@ def to_albumentations(policy: Policy, strict: bool = False) -> tuple[A.Compose, 
 
     draws = [A.OneOf([sub_policy(ops) for ops in policy.sub_policies], p=1.0)
              for _ in range(policy.draws_per_sample)]
-    return A.Compose(draws), unsupported
+    fixed = [[sub_policy(ops)] if ops else [] for ops in (policy.before, policy.after)]
+    return A.Compose(fixed[0] + draws + fixed[1]), unsupported

@@ -6,8 +6,8 @@ deterministically, so a batch can be replayed from its parameters. Unlike Kornia
 ``RandAugment`` / ``AutoAugment``, which choose one sub-policy for the whole batch, every sample
 draws its own, as the papers do. The application is vectorised: for each op slot, the samples
 are grouped by the op they run and each group runs in one call, the geometric ops together as
-one affine warp and the pointwise colour ops together as one blend (see
-:mod:`nas_aug.augment._fused`), every other op alone.
+one affine warp, the pointwise colour ops together as one blend and the whole-pixel ops (crop,
+flip, Cutout) as one gather (see :mod:`nas_aug.augment._fused`), every other op alone.
 
 >>> import torch
 >>> from nas_aug.augment import RandAugment
@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from ..validation import check_int
-from ._fused import BLEND, GEOMETRIC, blend, warp
+from ._fused import BLEND, GEOMETRIC, PIXEL, blend, remap, warp
 from .ops import OP_NAMES, OPS, get_op
-from .policy import Policy
+from .policy import OpSpec, Policy
 
 __all__ = ["IMAGE_TOLERANCE", "AugmentParams", "PolicyAugment", "apply_params", "check_images",
            "sample_params"]
@@ -41,17 +42,20 @@ __all__ = ["IMAGE_TOLERANCE", "AugmentParams", "PolicyAugment", "apply_params", 
 # how far outside [0, 1] an image value may stray (rounding) before it counts as out of range
 IMAGE_TOLERANCE = 1e-3
 # the ops no fused kernel runs (auto_contrast, equalize, sharpness): each runs its own kernel
-_ALONE = tuple(name for name in OP_NAMES if name not in (*GEOMETRIC, *BLEND, "identity"))
+_ALONE = tuple(name for name in OP_NAMES if name not in (*GEOMETRIC, *BLEND, *PIXEL, "identity"))
 
 
 @dataclass(frozen=True, eq=False)
 class AugmentParams:
     """The randomness of one augmented batch, enough to replay it.
 
-    With ``B`` samples, ``D`` draws per sample and sub-policies of at most ``L`` ops:
-    ``sub_policy`` ``(B, D)`` holds the index of each drawn sub-policy, ``apply`` ``(B, D, L)``
-    whether each op fired (``False`` past the end of a shorter sub-policy) and ``sign``
-    ``(B, D, L)`` the ``+1`` / ``-1`` sign each signed op uses. Tensors live on the CPU.
+    With ``B`` samples, ``D`` draws per sample (plus one each for the policy's ``before`` and
+    ``after`` ops, where it has them) and sub-policies of at most ``L`` ops: ``sub_policy``
+    ``(B, D)`` holds the index of each drawn sub-policy (``before`` and ``after`` follow the
+    sub-policies), ``apply`` ``(B, D, L)`` whether each op fired (``False`` past the end of a
+    shorter sub-policy), ``sign`` ``(B, D, L)`` the ``+1`` / ``-1`` sign each signed op uses and
+    ``position`` ``(B, D, L, 2)`` where in the image a crop or cutout lands (zeros for a policy
+    without either, whose random stream it leaves alone). Tensors live on the CPU.
 
     >>> import torch
     >>> from nas_aug.augment import Policy
@@ -63,6 +67,7 @@ class AugmentParams:
     sub_policy: Tensor
     apply: Tensor
     sign: Tensor
+    position: Tensor
 
     @property
     def batch_size(self) -> int:
@@ -71,17 +76,28 @@ class AugmentParams:
     def to_json(self) -> dict[str, Any]:
         """Plain lists, e.g. to log which ops each sample received."""
         return {"sub_policy": self.sub_policy.tolist(), "apply": self.apply.tolist(),
-                "sign": self.sign.tolist()}
+                "sign": self.sign.tolist(), "position": self.position.tolist()}
+
+
+def _rows(policy: Policy) -> tuple[tuple[OpSpec, ...], ...]:
+    """The sub-policies, then ``before`` and ``after`` where the policy has them."""
+    return policy.sub_policies + tuple(ops for ops in (policy.before, policy.after) if ops)
+
+
+def _draws(policy: Policy) -> int:
+    """Sub-policies each sample runs: its draws and the fixed ``before`` and ``after``."""
+    return policy.draws_per_sample + bool(policy.before) + bool(policy.after)
 
 
 @functools.lru_cache(maxsize=32)
 def _tables(policy: Policy) -> tuple[Tensor, Tensor, Tensor]:
-    """Per (sub-policy, slot): op index (-1 past the end), magnitude and probability."""
-    shape = (len(policy.sub_policies), policy.max_ops)
+    """Per (row of :func:`_rows`, slot): op index (-1 past the end), magnitude, probability."""
+    rows = _rows(policy)
+    shape = (len(rows), policy.max_ops)
     ops = torch.full(shape, -1, dtype=torch.long)
     magnitude = torch.zeros(shape)
     probability = torch.zeros(shape)
-    for i, sub in enumerate(policy.sub_policies):
+    for i, sub in enumerate(rows):
         for j, spec in enumerate(sub):
             ops[i, j] = OP_NAMES.index(spec.name)
             magnitude[i, j] = spec.magnitude
@@ -100,19 +116,32 @@ def sample_params(policy: Policy, batch_size: int,
                   generator: torch.Generator | None = None) -> AugmentParams:
     """Draw the randomness of one batch: sub-policies, which ops fire, and signs, per sample.
 
-    Each sample draws ``policy.draws_per_sample`` sub-policies uniformly with replacement; each
-    of their ops fires with its probability; each op gets a random sign.
+    Each sample draws ``policy.draws_per_sample`` sub-policies uniformly with replacement
+    (between the fixed ``before`` and ``after``); each of their ops fires with its probability;
+    each op gets a random sign and, in a policy with crop or cutout, a random position.
     """
     policy = _check_policy(policy)
     check_int("batch_size", batch_size, 0)
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"sample_params draws on the CPU; got a generator on {generator.device}")
     _, _, probability = _tables(policy)
-    draws, slots = policy.draws_per_sample, policy.max_ops
-    sub_policy = torch.randint(len(policy.sub_policies), (batch_size, draws), generator=generator)
+    count, draws, slots = len(policy.sub_policies), _draws(policy), policy.max_ops
+    sub_policy = torch.randint(count, (batch_size, policy.draws_per_sample), generator=generator)
+    fixed = torch.arange(count, len(_rows(policy))).expand(batch_size, -1)
+    if policy.before:
+        sub_policy = torch.cat([fixed[:, :1], sub_policy], dim=1)
+    if policy.after:
+        sub_policy = torch.cat([sub_policy, fixed[:, -1:]], dim=1)
     fires = torch.rand((batch_size, draws, slots), generator=generator) < probability[sub_policy]
     sign = torch.randint(0, 2, (batch_size, draws, slots), generator=generator) * 2.0 - 1.0
-    return AugmentParams(sub_policy, fires, sign)
+    shape = (batch_size, draws, slots, 2)
+    position = torch.rand(shape, generator=generator) if _positional(policy) else \
+        torch.zeros(shape)
+    return AugmentParams(sub_policy, fires, sign, position)
+
+
+def _positional(policy: Policy) -> bool:
+    return any(OPS[name].positional for name in policy.op_names)
 
 
 def check_images(images: Any, policy: Policy | None = None) -> None:
@@ -149,19 +178,38 @@ def check_images(images: Any, policy: Policy | None = None) -> None:
                 get_op(name).check_images(images)
             except ValueError as error:
                 raise ValueError(f"policy {policy.name!r}: {error}") from None
+        _check_whole_pixels(images, policy)
+
+
+def _check_whole_pixels(images: Tensor, policy: Policy) -> None:
+    """Refuse a crop or cutout that rounds to no pixel on these images: it would do nothing."""
+    side = min(images.shape[-2:])
+    for spec in policy.specs:
+        op = OPS[spec.name]
+        if op.positional and spec.magnitude > 0:
+            fraction = op.value_range[0] + (op.value_range[1] - op.value_range[0]) * spec.magnitude
+            if round(fraction * side) == 0:
+                raise ValueError(
+                    f"policy {policy.name!r}: op {spec.name!r} at magnitude {spec.magnitude:g} "
+                    f"({op.unit} {fraction:g}) is {fraction * side:.2g} pixels on "
+                    f"{images.shape[-2]} x {images.shape[-1]} images and rounds to none; it "
+                    f"needs images of at least {math.ceil(0.5 / fraction)} pixels a side, or a "
+                    f"larger magnitude")
 
 
 def _check_params(params: Any, policy: Policy, batch_size: int) -> AugmentParams:
     if not isinstance(params, AugmentParams):
         raise ValueError(f"params must be AugmentParams from sample_params, "
                          f"got {type(params).__name__}")
-    expected = (batch_size, policy.draws_per_sample, policy.max_ops)
+    expected = (batch_size, _draws(policy), policy.max_ops)
     if (tuple(params.apply.shape) != expected or tuple(params.sign.shape) != expected
-            or tuple(params.sub_policy.shape) != expected[:2]):
+            or tuple(params.sub_policy.shape) != expected[:2]
+            or tuple(params.position.shape) != (*expected, 2)):
         raise ValueError(f"params were sampled for another batch or policy: apply has shape "
                          f"{tuple(params.apply.shape)}, expected {expected} (batch size, draws "
-                         f"per sample, longest sub-policy of policy {policy.name!r})")
-    count = len(policy.sub_policies)
+                         f"per sample with before and after, longest sub-policy of policy "
+                         f"{policy.name!r})")
+    count = len(_rows(policy))
     if params.sub_policy.numel() and not 0 <= int(params.sub_policy.min()) <= \
             int(params.sub_policy.max()) < count:
         raise ValueError(f"params name sub-policies up to {int(params.sub_policy.max())}, but "
@@ -180,14 +228,22 @@ def apply_params(images: Tensor, policy: Policy, params: AugmentParams) -> Tenso
     return _apply(images, policy, _check_params(params, policy, images.shape[0]))
 
 
-def _alone(name: str) -> Callable[[Tensor, Tensor, Sequence[int]], Tensor]:
+_Kernel = Callable[[Tensor, Tensor, Sequence[int], Tensor], Tensor]
+
+
+def _alone(name: str) -> _Kernel:
     kernel = OPS[name].kernel
-    return lambda images, value, counts: kernel(images, value)
+    return lambda images, value, counts, position: kernel(images, value)
+
+
+def _without_position(kernel: Callable[[Tensor, Tensor, Sequence[int]], Tensor]) -> _Kernel:
+    return lambda images, value, counts, position: kernel(images, value, counts)
 
 
 # a step (one op slot of one draw) calls each kernel once, on the samples that run one of its
 # ops, sorted by op in the kernel's order
-_KERNELS = ((warp, GEOMETRIC), (blend, BLEND), *((_alone(name), (name,)) for name in _ALONE))
+_KERNELS = ((_without_position(warp), GEOMETRIC), (_without_position(blend), BLEND),
+            (remap, PIXEL), *((_alone(name), (name,)) for name in _ALONE))
 _ORDER = tuple(name for _, names in _KERNELS for name in names)
 # op index + 1 (0: no op) -> the op's place in _ORDER; identity sorts last, with the samples
 # that run no op
@@ -198,12 +254,13 @@ _COLOR = OP_NAMES.index("color")
 
 def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
     ops, magnitudes, _ = _tables(policy)
-    batch, steps = images.shape[0], policy.draws_per_sample * policy.max_ops
+    batch, steps = images.shape[0], _draws(policy) * policy.max_ops
     # (steps, batch): which op each sample runs at each step (-1: none), and its parameter
     sub_policy = params.sub_policy.cpu()
     op = torch.where(params.apply.cpu(), ops[sub_policy], -1).reshape(batch, steps).T
     magnitude = magnitudes[sub_policy].reshape(batch, steps).T
     sign = params.sign.cpu().reshape(batch, steps).T
+    position = params.position.cpu().reshape(batch, steps, 2).transpose(0, 1)
     value = torch.zeros_like(magnitude)
     for index in op.unique().tolist():
         if index >= 0 and OPS[OP_NAMES[index]].has_magnitude:
@@ -217,6 +274,7 @@ def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
     counts = torch.zeros(steps, len(_ORDER) + 1, dtype=torch.long).scatter_add_(
         1, rank, torch.ones_like(rank)).tolist()
     value = value.gather(1, rows).to(images.device)
+    position = position.gather(1, rows[:, :, None].expand(-1, -1, 2)).to(images.device)
     rows = rows.to(images.device)
     out = images.clamp(0.0, 1.0)  # a new tensor, written in place below
     for step in range(steps):
@@ -227,7 +285,8 @@ def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
             if stop > start:
                 chosen = rows[step, start:stop]
                 out.index_copy_(0, chosen, kernel(out.index_select(0, chosen),
-                                                  value[step, start:stop], op_counts))
+                                                  value[step, start:stop], op_counts,
+                                                  position[step, start:stop]))
             start = stop
     return out
 

@@ -5,7 +5,8 @@ sub-policy with a learnable weight, and each of its ops has a learnable applicat
 and magnitude. Per sample, a sub-policy is drawn by Gumbel-softmax (hard, straight-through), each
 op fires by a relaxed Bernoulli draw (hard, straight-through), and magnitudes reach the loss
 through the op itself where the op is differentiable in its magnitude (geometric and blending
-ops) and by a straight-through estimator where it is not (``posterize``, ``solarize``).
+ops) and by a straight-through estimator where it is not (``posterize``, ``solarize`` and the
+whole-pixel ``crop`` and ``cutout``).
 
 Randomness is drawn apart from its application (:meth:`DifferentiablePolicy.sample_noise`), so
 one draw can be applied several times, as the finite-difference hypergradient needs.
@@ -40,17 +41,19 @@ from .policy import OpSpec, Policy
 __all__ = ["DifferentiablePolicy", "PolicyNoise"]
 
 # ops whose output does not depend smoothly on the magnitude: straight-through there
-_STRAIGHT_THROUGH = frozenset({"posterize", "solarize"})
+_STRAIGHT_THROUGH = frozenset({"posterize", "solarize", "crop", "cutout"})
 
 
 @dataclass(frozen=True, eq=False)
 class PolicyNoise:
     """The randomness of one relaxed batch: Gumbel noise ``(B, K)`` over the ``K`` sub-policies,
-    logistic noise ``(B, L)`` for the ``L`` application draws, and ``(B, L)`` signs."""
+    logistic noise ``(B, L)`` for the ``L`` application draws, ``(B, L)`` signs and ``(B, L, 2)``
+    positions for crop and cutout (zeros, and not drawn, where the ops have neither)."""
 
     gumbel: Tensor
     logistic: Tensor
     sign: Tensor
+    position: Tensor
 
 
 def _straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -113,7 +116,9 @@ class DifferentiablePolicy(nn.Module):
         gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7)))
         u = torch.rand(shape, generator=self.generator).clamp(1e-6, 1 - 1e-6)
         sign = torch.randint(0, 2, shape, generator=self.generator) * 2.0 - 1.0
-        return PolicyNoise(gumbel, torch.log(u) - torch.log1p(-u), sign)
+        position = torch.rand((*shape, 2), generator=self.generator) \
+            if any(get_op(name).positional for name in self.ops) else torch.zeros(*shape, 2)
+        return PolicyNoise(gumbel, torch.log(u) - torch.log1p(-u), sign, position)
 
     def forward(self, images: Tensor, noise: PolicyNoise) -> Tensor:
         check_images(images)
@@ -136,11 +141,12 @@ class DifferentiablePolicy(nn.Module):
             fires = _straight_through((fire_soft > 0.5).to(fire_soft.dtype), fire_soft)
             magnitude = self.magnitudes[chosen, slot].clamp(0.0, 1.0)
             sign = noise.sign[:, slot].to(device)
+            position = noise.position[:, slot].to(device)
             for index in op_index.unique().tolist():
                 rows = (op_index == index).nonzero().squeeze(1)
                 op = get_op(self.ops[index])
                 before, strength = out[rows], magnitude[rows]
-                after = op.apply(before, strength, sign[rows])
+                after = op.apply(before, strength, sign[rows], position[rows])
                 if op.has_magnitude and op.name in _STRAIGHT_THROUGH:
                     after = after.detach() + (strength - strength.detach())[:, None, None, None]
                 gate = fires[rows][:, None, None, None].to(out.dtype)

@@ -21,7 +21,14 @@ contrast       ``K.ColorJitter(contrast=(v, v))``, sign about 1
 sharpness      ``K.RandomSharpness((v, v))``, sign about 1
 posterize      ``K.RandomPosterize((b, b))`` with ``b = round(v)`` bits
 solarize       ``K.RandomSolarize((v, v), additions=0)``; left out where ``v > 1`` (inverts nothing)
+crop           ``K.RandomCrop`` to the input's size after padding ``round(v * side)`` zeros
+hflip          ``K.RandomHorizontalFlip``
+cutout         ``K.RandomErasing`` of a ``round(v * side)`` box, value 0
 =============  ===============================================================================
+
+``crop`` and ``cutout`` learn the image size from each batch and place the crop and the box as
+ours does (:func:`~nas_aug.augment.ops.crop_offsets`, :func:`~nas_aug.augment.ops.cutout_boxes`),
+from torch's global generator; kornia's kernels then crop and erase.
 
 kornia's own ``Brightness`` / ``Contrast`` / ``Saturate`` auto operations are not used: they add
 to the brightness, scale without the mean and work in HSV, where ours follow PIL.
@@ -51,9 +58,10 @@ from kornia.augmentation.auto import PolicyAugmentBase
 from kornia.augmentation.auto.operations import OperationBase
 from kornia.augmentation.auto.operations.policy import PolicySequential
 from kornia.augmentation.container.params import ParamItem
+from kornia.augmentation.random_generator import CropGenerator
 from torch import nn
 
-from .ops import get_op
+from .ops import crop_offsets, cutout_boxes, get_op
 from .policy import OpSpec, Policy
 
 __all__ = ["KORNIA_OPS", "KorniaOp", "KorniaPolicy", "kornia_operation", "op_parameter",
@@ -68,6 +76,59 @@ class _RandomShearAboutOrigin(K.RandomShear):
         params = super().generate_parameters(batch_shape)
         params["center"] = torch.zeros_like(params["center"])
         return params
+
+
+def _positions(batch: int, pinned: torch.Tensor | None) -> torch.Tensor:
+    """A position per sample from torch's global generator, or the pinned one for all."""
+    return torch.rand(batch, 2) if pinned is None else pinned.expand(batch, 2)
+
+
+class _PaddedRandomCrop(K.RandomCrop):
+    """``K.RandomCrop`` back to each input's own size after zero padding of ``fraction`` of
+    each side, at the offset our ``crop`` draws (``position`` pins it, for tests)."""
+
+    def __init__(self, fraction: float, p: float) -> None:
+        super().__init__((1, 1), padding=0, fill=0.0, p=p)
+        self.fraction = fraction
+        self.position: torch.Tensor | None = None
+
+    def compute_padding(self, shape: tuple[int, ...], flags: dict | None = None) -> list[int]:
+        pad_y, pad_x = (round(self.fraction * side) for side in shape[-2:])
+        return [pad_x, pad_x, pad_y, pad_y]  # left, right, top, bottom
+
+    def forward_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        size = tuple(int(side) for side in batch_shape[-2:])
+        if self.flags["size"] != size:
+            self.flags["size"], self._param_generator = size, CropGenerator(size)
+        params = super().forward_parameters(batch_shape)
+        batch, (height, width) = batch_shape[0], size
+        pad_x, _, pad_y, _ = self.compute_padding(size)
+        shift = crop_offsets(torch.full((batch,), self.fraction),
+                             _positions(batch, self.position), height, width)
+        top, left = shift[:, 0] + pad_y, shift[:, 1] + pad_x  # the crop's corner when padded
+        corners = torch.stack([torch.stack([left, top], 1), torch.stack([left + width - 1, top], 1),
+                               torch.stack([left + width - 1, top + height - 1], 1),
+                               torch.stack([left, top + height - 1], 1)], dim=1)
+        params["src"] = corners.to(params["src"])
+        return params
+
+
+class _Cutout(K.RandomErasing):
+    """``K.RandomErasing`` of a box of ``fraction`` of each side, placed as our ``cutout``
+    places it (``position`` pins it, for tests), filled with 0."""
+
+    def __init__(self, fraction: float, p: float) -> None:
+        super().__init__(value=0.0, p=p)
+        self.fraction = fraction
+        self.position: torch.Tensor | None = None
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        batch, (height, width) = batch_shape[0], batch_shape[-2:]
+        top, left, box_height, box_width = cutout_boxes(
+            torch.full((batch,), self.fraction), _positions(batch, self.position),
+            int(height), int(width)).unbind(1)
+        return {"xs": left, "ys": top, "widths": box_width, "heights": box_height,
+                "values": torch.zeros(batch)}
 
 
 class _SignedOperation(OperationBase):
@@ -152,6 +213,11 @@ KORNIA_OPS: dict[str, KorniaOp] = {
         (round(value), round(value)), p=p)),
     "solarize": KorniaOp("K.RandomSolarize", lambda value, p: None if value > 1 else
                          K.RandomSolarize((value, value), additions=0.0, p=p)),
+    "crop": KorniaOp("K.RandomCrop with padding", lambda value, p: None if value == 0 else
+                     _PaddedRandomCrop(value, p)),
+    "hflip": KorniaOp("K.RandomHorizontalFlip", lambda value, p: K.RandomHorizontalFlip(p=p)),
+    "cutout": KorniaOp("K.RandomErasing", lambda value, p: None if value == 0 else
+                       _Cutout(value, p)),
 }
 
 
@@ -166,10 +232,12 @@ def op_parameter(name: str, magnitude: float, sign: float = 1.0) -> float | None
     return None if value is None else value.item()
 
 
-def kornia_operation(spec: OpSpec, sign: float | None = None) -> OperationBase | None:
+def kornia_operation(spec: OpSpec, sign: float | None = None,
+                     position: tuple[float, float] | None = None) -> OperationBase | None:
     """The kornia auto operation for one op of a policy (``None`` where it does nothing).
 
     A signed op draws its sign per sample; ``sign=1`` or ``-1`` pins it (for tests and replays).
+    ``crop`` and ``cutout`` draw a position per sample; ``position`` pins it likewise.
 
     >>> import torch
     >>> from nas_aug.augment import OpSpec
@@ -182,6 +250,8 @@ def kornia_operation(spec: OpSpec, sign: float | None = None) -> OperationBase |
     augmentation = table.build(op_parameter(spec.name, spec.magnitude), spec.probability)
     if augmentation is None:
         return None
+    if op.positional and position is not None:
+        augmentation.position = torch.tensor([position], dtype=torch.float64)
     if not op.signed or table.key is None:
         return OperationBase(augmentation)
     return _SignedOperation(augmentation, table.key, table.centre, sign)
@@ -192,8 +262,9 @@ class KorniaPolicy(PolicyAugmentBase):
 
     Each sub-policy becomes a ``PolicySequential`` of kornia auto operations (see the module's
     table). Every forward call draws ``policy.draws_per_sample`` sub-policies with replacement for
-    the whole batch and runs them in order; ``forward(images, params=module._params)`` replays a
-    call. The module has no trainable parameters.
+    the whole batch and runs them in order, between the policy's ``before`` and ``after`` ops;
+    ``forward(images, params=module._params)`` replays a call. The module has no trainable
+    parameters.
 
     >>> import torch
     >>> from nas_aug.augment import RandAugment
@@ -210,7 +281,8 @@ class KorniaPolicy(PolicyAugmentBase):
         if not isinstance(policy, Policy):
             raise ValueError(f"expected a Policy (Policy.preset(...), RandAugment(...), "
                              f"Policy([...])), got {type(policy).__name__}: {policy!r}")
-        super().__init__(list(policy.sub_policies))
+        fixed = [ops for ops in (policy.before, policy.after) if ops]
+        super().__init__([*policy.sub_policies, *fixed])
         self.policy = policy
         self.draws_per_sample = policy.draws_per_sample
         self.requires_grad_(False)  # kornia keeps a legacy probability nn.Parameter per op
@@ -222,8 +294,13 @@ class KorniaPolicy(PolicyAugmentBase):
     def get_forward_sequence(self, params: list[ParamItem] | None = None
                              ) -> Iterator[tuple[str, nn.Module]]:
         if params is None:
-            return self.get_children_by_indices(torch.randint(len(self),
-                                                              (self.draws_per_sample,)))
+            count = len(self.policy.sub_policies)
+            indices = torch.randint(count, (self.draws_per_sample,))
+            if self.policy.before:
+                indices = torch.cat([torch.tensor([count]), indices])
+            if self.policy.after:
+                indices = torch.cat([indices, torch.tensor([len(self) - 1])])
+            return self.get_children_by_indices(indices)
         return self.get_children_by_params(params)
 
     def extra_repr(self) -> str:

@@ -25,6 +25,9 @@ contrast       blend factor with the mean grey, signed     1          1 +- 0.9  
 sharpness      blend factor with a blurred copy, signed    1          1 +- 0.9  any
 posterize      bits kept, rounded to an integer            8          4         any
 solarize       threshold, pixels at or above it inverted   256/255    0         any
+crop           padding as a fraction of each side          0          0.25      any
+hflip          (none) mirror left to right                 --         --        any
+cutout         erased box as a fraction of each side       0          0.5       any
 =============  ==========================================  =========  ========  ========
 
 ``color`` needs RGB: on 1-channel images it is the identity (a grey image has no saturation to
@@ -33,6 +36,16 @@ translate range is torchvision's ``150 / 331`` of the image side. ``equalize`` f
 plane of at most 255 pixels (an 8 x 8 digit, say) comes back unchanged. Geometric ops fill
 uncovered pixels with 0 and sample bilinearly. ``solarize`` at ``m = 0`` inverts nothing (the
 threshold sits above every 8-bit level) and at ``m = 1`` inverts everything.
+
+``crop``, ``hflip`` and ``cutout`` are the standard pipeline's ops (random crop with padding,
+horizontal flip, Cutout), not RandAugment's. ``crop`` pads each side with ``round(v * side)``
+black pixels and crops back to the image's size at a random offset: a whole-pixel shift of up
+to that padding in each direction, as torchvision's ``RandomCrop(size, padding)``. ``cutout``
+sets a ``round(v * height)`` x ``round(v * width)`` box to 0, lying wholly inside the image as
+Kornia's ``RandomErasing`` and Albumentations' ``CoarseDropout`` place theirs (DeVries and
+Taylor let it overhang the border). The two draw a *position* per sample, ``(B, 2)`` in
+``[0, 1)`` for the vertical and horizontal axis, which :func:`crop_offsets` and
+:func:`cutout_boxes` turn into pixels; their parameter is the same fraction for both axes.
 
 >>> import torch
 >>> images = torch.full((2, 1, 4, 4), 0.25)
@@ -54,7 +67,8 @@ from torch import Tensor
 
 from ..validation import closest_match
 
-__all__ = ["AUTOAUGMENT_OPS", "OPS", "OP_NAMES", "RANDAUGMENT_OPS", "Op", "get_op", "suggest"]
+__all__ = ["AUTOAUGMENT_OPS", "BASE_OPS", "OPS", "OP_NAMES", "RANDAUGMENT_OPS", "Op",
+           "crop_offsets", "cutout_boxes", "get_op", "suggest"]
 
 # torchvision's translate range for AutoAugment and RandAugment: 150 px on a 331 px image
 TRANSLATE_FRACTION = 150.0 / 331.0
@@ -137,6 +151,89 @@ def _solarize(images: Tensor, threshold: Tensor) -> Tensor:
     return enhance.solarize(images, _per_sample(threshold, images))
 
 
+def _pixels(fraction: Tensor, side: int) -> Tensor:
+    """``round(fraction * side)`` as whole pixels, per sample."""
+    return (fraction.to(torch.float64) * side).round().long()
+
+
+def _position(position: Tensor, axis: int, choices: Tensor) -> Tensor:
+    """One of ``choices`` (a count per sample) from a position in ``[0, 1)``."""
+    index = (position[:, axis].to(torch.float64) * choices).floor().long()
+    return torch.minimum(index, choices - 1)
+
+
+def crop_offsets(fraction: Tensor, position: Tensor, height: int, width: int) -> Tensor:
+    """``crop``'s whole-pixel shift ``(B, 2)`` (rows, columns), each in ``[-pad, pad]``.
+
+    A sample padded by ``pad`` pixels and cropped at offset ``o`` in ``[0, 2 pad]`` shows the
+    input's pixel ``i + o - pad`` at ``i``; the position picks ``o`` uniformly.
+
+    >>> import torch
+    >>> crop_offsets(torch.tensor([0.25, 0.25]), torch.tensor([[0.0, 0.99], [0.5, 0.5]]), 8, 8)
+    tensor([[-2,  2],
+            [ 0,  0]])
+    """
+    shifts = []
+    for axis, side in enumerate((height, width)):
+        pad = _pixels(fraction, side)
+        shifts.append(_position(position, axis, 2 * pad + 1) - pad)
+    return torch.stack(shifts, dim=1)
+
+
+def cutout_boxes(fraction: Tensor, position: Tensor, height: int, width: int) -> Tensor:
+    """``cutout``'s box ``(B, 4)`` as (top, left, height, width) in pixels, inside the image.
+
+    >>> import torch
+    >>> cutout_boxes(torch.tensor([0.5]), torch.tensor([[0.0, 0.99]]), 8, 8)
+    tensor([[0, 4, 4, 4]])
+    """
+    columns = []
+    for axis, side in enumerate((height, width)):
+        size = _pixels(fraction, side)
+        columns.append((_position(position, axis, side - size + 1), size))
+    (top, box_height), (left, box_width) = columns
+    return torch.stack([top, left, box_height, box_width], dim=1)
+
+
+def shift_pixels(images: Tensor, shift: Tensor, flip: Tensor | None = None) -> Tensor:
+    """Each sample moved by whole pixels, ``out[i, j] = images[i + dy, j + dx]`` (0 outside),
+    then mirrored left to right where ``flip`` is true: one gather, exact copies."""
+    batch, channels, height, width = images.shape
+    device = images.device
+    rows = torch.arange(height, device=device) + shift[:, :1].to(device)
+    cols = torch.arange(width, device=device) + shift[:, 1:].to(device)
+    if flip is not None:
+        flip = flip.to(device)[:, None]
+        cols = torch.where(flip, width - 1 - cols, cols)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
+    index = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None]
+    out = images.flatten(2).gather(2, index.flatten(1)[:, None].expand(-1, channels, -1))
+    return torch.where(inside[:, None], out.view_as(images), 0.0)
+
+
+def erase_boxes(images: Tensor, boxes: Tensor) -> Tensor:
+    """``images`` with each sample's (top, left, height, width) box set to 0."""
+    height, width = images.shape[-2:]
+    top, left, box_height, box_width = boxes.to(images.device).unbind(1)
+    rows = torch.arange(height, device=images.device)[None] - top[:, None]
+    cols = torch.arange(width, device=images.device)[None] - left[:, None]
+    inside = ((rows >= 0) & (rows < box_height[:, None]))[:, :, None] & \
+        ((cols >= 0) & (cols < box_width[:, None]))[:, None]
+    return images.masked_fill(inside[:, None], 0.0)
+
+
+def _crop(images: Tensor, fraction: Tensor, position: Tensor) -> Tensor:
+    return shift_pixels(images, crop_offsets(fraction, position, *images.shape[-2:]))
+
+
+def _hflip(images: Tensor, _: Tensor | None) -> Tensor:
+    return images.flip(-1)
+
+
+def _cutout(images: Tensor, fraction: Tensor, position: Tensor) -> Tensor:
+    return erase_boxes(images, cutout_boxes(fraction, position, *images.shape[-2:]))
+
+
 @dataclass(frozen=True)
 class Op:
     """One augmentation op: its kernel and how a magnitude in ``[0, 1]`` becomes its parameter.
@@ -144,7 +241,8 @@ class Op:
     ``value_range`` is the parameter at magnitude 0 and at magnitude 1 (``None`` for ops without
     a magnitude); a signed op moves away from the first value in either direction.
     ``channels`` lists the channel counts the op supports (``None``: any); ``min_size`` is the
-    smallest image side it works on.
+    smallest image side it works on. A ``positional`` op also takes a position per sample (see
+    the module notes), and its kernel gets it as a third argument.
 
     >>> import torch
     >>> rotate = OPS["rotate"]
@@ -157,12 +255,13 @@ class Op:
     """
 
     name: str
-    kernel: Callable[[Tensor, Tensor | None], Tensor]
+    kernel: Callable[..., Tensor]
     value_range: tuple[float, float] | None = None
     signed: bool = False
     unit: str = ""
     channels: tuple[int, ...] | None = None
     min_size: int = 1
+    positional: bool = False
 
     @property
     def has_magnitude(self) -> bool:
@@ -189,16 +288,25 @@ class Op:
             raise ValueError(f"op {self.name!r} needs images of at least {self.min_size} x "
                              f"{self.min_size} pixels, got {height} x {width}")
 
-    def apply(self, images: Tensor, magnitude: Tensor, sign: Tensor) -> Tensor:
+    def apply(self, images: Tensor, magnitude: Tensor, sign: Tensor,
+              position: Tensor | None = None) -> Tensor:
         """Apply the op to a ``(B, C, H, W)`` batch with one magnitude and sign per sample.
 
         ``images`` are float values in ``[0, 1]``; ``magnitude`` is a ``(B,)`` tensor in
-        ``[0, 1]``, ``sign`` a ``(B,)`` tensor of ``+1`` / ``-1`` (ignored by unsigned ops).
+        ``[0, 1]``, ``sign`` a ``(B,)`` tensor of ``+1`` / ``-1`` (ignored by unsigned ops),
+        ``position`` a ``(B, 2)`` tensor in ``[0, 1)`` (needed by positional ops only).
         """
         self.check_images(images)
+        if self.positional and (position is None or tuple(position.shape) !=
+                                (images.shape[0], 2)):
+            got = None if position is None else tuple(position.shape)
+            raise ValueError(f"op {self.name!r} needs a position of shape "
+                             f"({images.shape[0]}, 2) in [0, 1), one per sample; got {got}")
         if images.shape[0] == 0:
             return images
-        return self.kernel(images, self.parameter(magnitude, sign))
+        value = self.parameter(magnitude, sign)
+        return self.kernel(images, value, position) if self.positional else \
+            self.kernel(images, value)
 
 
 def _or(values: Iterable[int]) -> str:
@@ -225,14 +333,21 @@ _TABLE = (
     Op("sharpness", _sharpness, _ENHANCE, signed=True, unit="factor", min_size=3),
     Op("posterize", _posterize, (8.0, 4.0), unit="bits"),
     Op("solarize", _solarize, (256.0 / 255.0, 0.0), unit="threshold"),
+    Op("crop", _crop, (0.0, 0.25), unit="padding, fraction of the side", positional=True),
+    Op("hflip", _hflip),
+    Op("cutout", _cutout, (0.0, 0.5), unit="box side, fraction of the side", positional=True),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
 OP_NAMES: tuple[str, ...] = tuple(OPS)
+# the standard pipeline's ops: random crop with padding, horizontal flip, Cutout
+BASE_OPS: tuple[str, ...] = ("crop", "hflip", "cutout")
 # the RandAugment paper's 14 ops (TrivialAugment uses the same set)
-RANDAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES if name != "invert")
+RANDAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES
+                                         if name not in ("invert", *BASE_OPS))
 # the ops the published AutoAugment policies use
-AUTOAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES if name != "identity")
+AUTOAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES
+                                         if name not in ("identity", *BASE_OPS))
 
 
 def _normalise(name: str) -> str:

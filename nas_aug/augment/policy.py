@@ -9,6 +9,10 @@ order, each op with its own probability. That one shape covers the published met
 * TrivialAugment: one single-op sub-policy per (op, magnitude bin), one drawn per sample, so the
   op and its magnitude are both uniform.
 
+Fixed ops may run ``before`` and ``after`` the drawn sub-policies: :meth:`Policy.within_base`
+puts a policy inside the papers' standard pipeline (random crop with padding and horizontal
+flip, then the policy, then Cutout); the preset ``crop_flip`` is that base alone.
+
 The AutoAugment tables are the paper's (as torchvision's ``AutoAugmentPolicy`` lists them); their
 magnitude bins 0..9 become ``bin / 9`` on our ``[0, 1]`` scale, torchvision's convention. Ops
 without a magnitude (``equalize``, ...) carry magnitude 0.
@@ -22,6 +26,7 @@ OpSpec(name='translate_x', probability=0.3, magnitude=1.0)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..validation import check_int
-from .ops import RANDAUGMENT_OPS, get_op, suggest
+from .ops import OPS, RANDAUGMENT_OPS, get_op, suggest
 
 __all__ = ["PRESETS", "OpSpec", "Policy", "RandAugment", "SubPolicy"]
 
@@ -97,17 +102,27 @@ def _check_keys(what: str, data: Any, keys: tuple[str, ...],
         raise ValueError(f"{what} lacks key(s) {missing}; got {list(data)}")
 
 
-def _sub_policy(index: int, ops: Any) -> SubPolicy:
+def _sub_policy(what: str, ops: Any, empty: bool = False) -> SubPolicy:
     if isinstance(ops, OpSpec) or not isinstance(ops, (tuple, list)):
-        raise ValueError(f"sub-policy {index} must be a tuple of OpSpec, got {ops!r}")
-    if not ops:
-        raise ValueError(f"sub-policy {index} is empty; use OpSpec('identity', 1.0, 0.0) "
+        raise ValueError(f"{what} must be a tuple of OpSpec, got {ops!r}")
+    if not ops and not empty:
+        raise ValueError(f"{what} is empty; use OpSpec('identity', 1.0, 0.0) "
                          "for a sub-policy that does nothing")
     for op in ops:
         if not isinstance(op, OpSpec):
-            raise ValueError(f"sub-policy {index} holds {op!r} ({type(op).__name__}); write "
+            raise ValueError(f"{what} holds {op!r} ({type(op).__name__}); write "
                              "each op as OpSpec(name, probability, magnitude)")
     return tuple(ops)
+
+
+def _fraction(what: str, op: str, value: Any) -> float:
+    """A fraction of the image side for ``op``, within the op's range."""
+    low, high = OPS[op].value_range
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{what} must be a fraction of the image side in [{low:g}, {high:g}], "
+                         f"got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,8 @@ class Policy:
     """An augmentation policy: sub-policies of named ops, as plain data.
 
     Each sample draws ``draws_per_sample`` sub-policies uniformly with replacement and applies
-    their ops in order. ``to_json`` / ``from_json`` convert to and from plain dicts and lists.
+    their ops in order, after the ops of ``before`` and before those of ``after`` (each op with
+    its probability). ``to_json`` / ``from_json`` convert to and from plain dicts and lists.
 
     >>> policy = Policy([(OpSpec("invert", 0.5, 0.0), OpSpec("rotate", 1.0, 0.5)),
     ...                  (OpSpec("equalize", 1.0, 0.0),)], name="mine")
@@ -123,13 +139,15 @@ class Policy:
     (2, ('invert', 'rotate', 'equalize'))
     >>> Policy.from_json(policy.to_json()) == policy
     True
-    >>> Policy.presets()
-    ('autoaugment_cifar10', 'autoaugment_imagenet', 'autoaugment_svhn', 'none', 'trivialaugment')
+    >>> Policy.presets()[3:]  # after the three AutoAugment tables
+    ('crop_flip', 'none', 'trivialaugment')
     """
 
     sub_policies: tuple[SubPolicy, ...]
     name: str = "custom"
     draws_per_sample: int = 1
+    before: SubPolicy = ()
+    after: SubPolicy = ()
 
     def __post_init__(self) -> None:
         subs = self.sub_policies
@@ -139,7 +157,10 @@ class Policy:
         if not subs:
             raise ValueError("a policy needs at least one sub-policy, got none")
         object.__setattr__(self, "sub_policies",
-                           tuple(_sub_policy(i, ops) for i, ops in enumerate(subs)))
+                           tuple(_sub_policy(f"sub-policy {i}", ops) for i, ops in enumerate(subs)))
+        for key in ("before", "after"):
+            object.__setattr__(self, key, _sub_policy(f"policy {key!r}", getattr(self, key),
+                                                      empty=True))
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"policy name must be a non-empty string, got {self.name!r}")
         draws = self.draws_per_sample
@@ -148,34 +169,73 @@ class Policy:
     @property
     def op_names(self) -> tuple[str, ...]:
         """The distinct ops the policy uses, in order of first appearance."""
-        return tuple(dict.fromkeys(op.name for ops in self.sub_policies for op in ops))
+        return tuple(dict.fromkeys(op.name for ops in (self.before, *self.sub_policies,
+                                                       self.after) for op in ops))
+
+    @property
+    def specs(self) -> tuple[OpSpec, ...]:
+        """Every op of the policy, ``before`` and ``after`` included."""
+        return tuple(op for ops in (self.before, *self.sub_policies, self.after) for op in ops)
 
     @property
     def max_ops(self) -> int:
-        """The length of the longest sub-policy."""
-        return max(len(ops) for ops in self.sub_policies)
+        """The length of the longest sub-policy (``before`` and ``after`` count as ones)."""
+        return max(len(ops) for ops in (self.before, *self.sub_policies, self.after))
+
+    def within_base(self, padding: float = 0.125, flip: float = 0.5,
+                    cutout: float = 0.5) -> Policy:
+        """This policy inside the papers' standard pipeline: random crop with ``padding`` (a
+        fraction of the side; CIFAR's 4 of 32 pixels) and a horizontal flip with probability
+        ``flip`` before it, Cutout of ``cutout`` of the side (CIFAR-10's 16 of 32) after it.
+        ``0`` leaves a step out.
+
+        >>> policy = Policy.preset("trivialaugment").within_base()
+        >>> policy.name, [op.name for op in policy.before], [op.name for op in policy.after]
+        ('trivialaugment+base', ['crop', 'hflip'], ['cutout'])
+        >>> Policy.preset("none").within_base(padding=0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: crop padding must be a fraction of the image side in [0, 0.25], got 0.5
+        """
+        padding = _fraction("crop padding", "crop", padding)
+        cutout = _fraction("cutout size", "cutout", cutout)
+        flip = _unit_interval("flip probability", flip)
+        before = ((OpSpec("crop", 1.0, padding / OPS["crop"].value_range[1]),) if padding else ())
+        before += (OpSpec("hflip", flip, 0.0),) if flip else ()
+        after = (OpSpec("cutout", 1.0, cutout / OPS["cutout"].value_range[1]),) if cutout else ()
+        return Policy(self.sub_policies, f"{self.name}+base", self.draws_per_sample,
+                      self.before + before, after + self.after)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data (dicts, lists, strings, numbers) for ``json.dumps``."""
-        return {"name": self.name, "draws_per_sample": self.draws_per_sample,
+        data = {"name": self.name, "draws_per_sample": self.draws_per_sample,
                 "sub_policies": [[op.to_json() for op in ops] for ops in self.sub_policies]}
+        for key in ("before", "after"):
+            if getattr(self, key):
+                data[key] = [op.to_json() for op in getattr(self, key)]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> Policy:
         """The policy ``to_json`` wrote (a dict, or its JSON text)."""
         if isinstance(data, str):
             data = json.loads(data)
-        _check_keys("policy", data, ("sub_policies",), ("name", "draws_per_sample"))
+        _check_keys("policy", data, ("sub_policies",),
+                    ("name", "draws_per_sample", "before", "after"))
         subs = data["sub_policies"]
         if not isinstance(subs, list):
             raise ValueError(f"policy 'sub_policies' must be a list, got {subs!r}")
-        sub_policies = []
-        for index, ops in enumerate(subs):
+
+        def ops_of(what: str, ops: Any) -> SubPolicy:
             if not isinstance(ops, list):
-                raise ValueError(f"sub-policy {index} must be a list of ops, got {ops!r}")
-            sub_policies.append(tuple(OpSpec.from_json(op) for op in ops))
-        return cls(tuple(sub_policies), name=data.get("name", "custom"),
-                   draws_per_sample=data.get("draws_per_sample", 1))
+                raise ValueError(f"{what} must be a list of ops, got {ops!r}")
+            return tuple(OpSpec.from_json(op) for op in ops)
+
+        return cls(tuple(ops_of(f"sub-policy {i}", ops) for i, ops in enumerate(subs)),
+                   name=data.get("name", "custom"),
+                   draws_per_sample=data.get("draws_per_sample", 1),
+                   before=ops_of("policy 'before'", data.get("before", [])),
+                   after=ops_of("policy 'after'", data.get("after", [])))
 
     @staticmethod
     def presets() -> tuple[str, ...]:
@@ -329,6 +389,9 @@ PRESETS = {
     "autoaugment_cifar10": lambda: _autoaugment("cifar10"),
     "autoaugment_imagenet": lambda: _autoaugment("imagenet"),
     "autoaugment_svhn": lambda: _autoaugment("svhn"),
+    # the standard pipeline's base alone: crop with padding and flip, no Cutout
+    "crop_flip": lambda: dataclasses.replace(_no_augmentation().within_base(cutout=0.0),
+                                             name="crop_flip"),
     "none": _no_augmentation,  # the images as they are: the baseline every search must beat
     "trivialaugment": _trivialaugment,
 }

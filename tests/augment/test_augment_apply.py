@@ -24,16 +24,18 @@ def test_different_samples_of_one_batch_receive_different_ops(rgb):
     assert len(distinct) >= 10
     # and each sample got exactly its own op
     for i, name in enumerate(ops):
-        alone = OPS[name].apply(batch[i:i + 1], torch.tensor([0.6]), params.sign[i, 0])
+        alone = OPS[name].apply(batch[i:i + 1], torch.tensor([0.6]), params.sign[i, 0],
+                                params.position[i, 0])
         torch.testing.assert_close(out[i:i + 1], alone, atol=1e-6, rtol=0, msg=name)
 
 
 def test_grouped_application_equals_sample_by_sample(images):
-    policy = Policy.preset("autoaugment_imagenet")
+    policy = Policy.preset("autoaugment_imagenet").within_base()
     params = sample_params(policy, images.shape[0], torch.Generator().manual_seed(3))
     out = apply_params(images, policy, params)
     for i in range(images.shape[0]):
-        one = type(params)(params.sub_policy[i:i + 1], params.apply[i:i + 1], params.sign[i:i + 1])
+        one = type(params)(params.sub_policy[i:i + 1], params.apply[i:i + 1],
+                           params.sign[i:i + 1], params.position[i:i + 1])
         torch.testing.assert_close(out[i:i + 1], apply_params(images[i:i + 1], policy, one),
                                    atol=1e-6, rtol=0)
 
@@ -71,7 +73,8 @@ def test_probability_zero_never_applies_and_one_always(name, rgb):
     always = PolicyAugment(policy_of(OpSpec(name, 1.0, 1.0)), seed=0)
     out = always(rgb)
     assert always.last_params.apply.all()
-    expected = OPS[name].apply(rgb, torch.ones(4), always.last_params.sign[:, 0, 0])
+    expected = OPS[name].apply(rgb, torch.ones(4), always.last_params.sign[:, 0, 0],
+                               always.last_params.position[:, 0, 0])
     torch.testing.assert_close(out, expected)
 
 

@@ -23,6 +23,8 @@ from nas_aug.augment.ops import OP_NAMES, OPS, TRANSLATE_FRACTION
 MAGNITUDE = {name: 0.7 for name in OP_NAMES}
 MAGNITUDE["translate_x"] = MAGNITUDE["translate_y"] = 0.25 / TRANSLATE_FRACTION
 EXPORTED = [name for name in OP_NAMES if ALBUMENTATIONS_OPS[name].build is not None]
+# where crop and cutout land in the parity tests (the other ops ignore it)
+POSITION = (0.3, 0.6)
 
 
 def quantised(images):
@@ -43,7 +45,8 @@ def from_uint8(arrays, like):
 def ours(name, images, sign):
     batch = images.shape[0]
     return OPS[name].apply(images, torch.full((batch,), MAGNITUDE[name]),
-                           torch.full((batch,), float(sign)))
+                           torch.full((batch,), float(sign)),
+                           torch.tensor([POSITION]).expand(batch, 2))
 
 
 def albumentations_apply(transform, images):
@@ -59,7 +62,8 @@ def levels(a, b):
 @pytest.mark.parametrize("name", EXPORTED)
 def test_albumentations_agrees_with_our_op(name, sign, images):
     images = quantised(images)
-    transform = albumentations_transform(OpSpec(name, 1.0, MAGNITUDE[name]), sign=sign)
+    transform = albumentations_transform(OpSpec(name, 1.0, MAGNITUDE[name]), sign=sign,
+                                         position=POSITION)
     difference = levels(albumentations_apply(transform, images), ours(name, images, sign))
     assert difference <= ALBUMENTATIONS_OPS[name].tolerance + 1e-3, \
         f"{name} sign {sign:+.0f}: {difference:.3f} levels ({ALBUMENTATIONS_OPS[name].note})"
@@ -68,7 +72,8 @@ def test_albumentations_agrees_with_our_op(name, sign, images):
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 @pytest.mark.parametrize("name", [name for name in OP_NAMES if name != "identity"])
 def test_kornia_agrees_with_our_op(name, sign, images):
-    operation = kornia_operation(OpSpec(name, 1.0, MAGNITUDE[name]), sign=sign)
+    operation = kornia_operation(OpSpec(name, 1.0, MAGNITUDE[name]), sign=sign,
+                                 position=POSITION)
     assert torch.allclose(operation(images), ours(name, images, sign), atol=1e-5)
 
 

@@ -10,10 +10,16 @@ WITH_MAGNITUDE = [name for name in OP_NAMES if OPS[name].has_magnitude]
 WITHOUT_MAGNITUDE = [name for name in OP_NAMES if not OPS[name].has_magnitude]
 
 
+# where crop and cutout land (other ops ignore it): crop off centre, so that it moves the image,
+# and cutout in the middle, where the digits have ink
+POSITION = {"cutout": (0.5, 0.5)}
+
+
 def run(name, images, magnitude, sign=1.0):
     batch = images.shape[0]
+    position = torch.tensor([POSITION.get(name, (0.1, 0.8))]).expand(batch, 2)
     return OPS[name].apply(images, torch.full((batch,), float(magnitude)),
-                           torch.full((batch,), float(sign)))
+                           torch.full((batch,), float(sign)), position)
 
 
 def mean_change(name, images, magnitude, sign):
@@ -26,7 +32,7 @@ def test_every_op_keeps_shape_dtype_and_range(name, images):
     batch = images.shape[0]
     magnitude = torch.rand(batch, generator=generator)
     sign = torch.randint(0, 2, (batch,), generator=generator) * 2.0 - 1.0
-    out = OPS[name].apply(images, magnitude, sign)
+    out = OPS[name].apply(images, magnitude, sign, torch.rand(batch, 2, generator=generator))
     assert out.shape == images.shape and out.dtype == images.dtype
     assert torch.isfinite(out).all()
     assert out.min() >= 0 and out.max() <= 1

@@ -26,7 +26,7 @@ def test_json_round_trip(name):
 
 def test_presets_are_named_and_listed():
     assert Policy.presets() == ("autoaugment_cifar10", "autoaugment_imagenet",
-                                "autoaugment_svhn", "none", "trivialaugment")
+                                "autoaugment_svhn", "crop_flip", "none", "trivialaugment")
     for name in Policy.presets():
         assert Policy.preset(name).name == name
 
@@ -77,7 +77,7 @@ def test_opspec_is_frozen_plain_data():
 
 
 @pytest.mark.parametrize("bad, hint", [("rotat", "'rotate'"), ("Rotate", "'rotate'"),
-                                       ("ShearX", "'shear_x'"), ("cutout", "")])
+                                       ("ShearX", "'shear_x'"), ("mixup", "")])
 def test_unknown_op_lists_valid_ops_and_closest(bad, hint):
     with pytest.raises(ValueError) as error:
         OpSpec(bad, 0.5, 0.5)

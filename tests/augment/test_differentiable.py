@@ -5,9 +5,10 @@ import torch
 
 from nas_aug.augment import OpSpec, Policy
 from nas_aug.augment.differentiable import DifferentiablePolicy
-from nas_aug.augment.ops import AUTOAUGMENT_OPS, get_op
+from nas_aug.augment.ops import AUTOAUGMENT_OPS, BASE_OPS, get_op
 
 OPS = ("rotate", "invert", "solarize", "brightness")
+WITH_MAGNITUDE = [n for n in AUTOAUGMENT_OPS + BASE_OPS if get_op(n).has_magnitude]
 
 
 def _random_projection(out):
@@ -25,13 +26,14 @@ def _reference(policy, images, noise):
             if policy.probability_logits[chosen[b], slot] + noise.logistic[b, slot] > 0:
                 image = get_op(policy.ops[index]).apply(
                     image, policy.magnitudes[chosen[b], slot].detach().reshape(1),
-                    noise.sign[b:b + 1, slot])
+                    noise.sign[b:b + 1, slot], noise.position[b:b + 1, slot])
         out.append(image)
     return torch.cat(out)
 
 
-def test_forward_value_is_the_hard_sample_applied_per_sample(images):
-    policy = DifferentiablePolicy(OPS, seed=0)
+@pytest.mark.parametrize("ops", [OPS, ("crop", "hflip", "cutout", "rotate")])
+def test_forward_value_is_the_hard_sample_applied_per_sample(ops, images):
+    policy = DifferentiablePolicy(ops, seed=0)
     with torch.no_grad():
         policy.logits.normal_()
         policy.probability_logits.normal_()
@@ -56,7 +58,7 @@ def test_gradients_reach_every_kind_of_parameter(rgb):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("name", [n for n in AUTOAUGMENT_OPS if get_op(n).has_magnitude])
+@pytest.mark.parametrize("name", WITH_MAGNITUDE)
 def test_each_magnitude_gets_a_gradient(name, rgb):
     policy = DifferentiablePolicy((name,), ops_per_sub_policy=1, initial_probability=0.99,
                                   seed=0)

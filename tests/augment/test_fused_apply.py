@@ -9,6 +9,7 @@ from nas_aug.augment.ops import OP_NAMES, OPS
 
 POLICIES = {name: Policy.preset(name) for name in Policy.presets()}
 POLICIES["randaugment"] = RandAugment(2, 0.5)
+POLICIES["trivialaugment+base"] = Policy.preset("trivialaugment").within_base()
 # every op in one sub-policy, each firing half the time, twice per sample
 POLICIES["every_op"] = Policy([tuple(OpSpec(name, 0.5, 0.7) for name in OP_NAMES)],
                               draws_per_sample=2)
@@ -16,13 +17,15 @@ POLICIES["every_op"] = Policy([tuple(OpSpec(name, 0.5, 0.7) for name in OP_NAMES
 
 def reference(images: torch.Tensor, policy: Policy, params: AugmentParams) -> torch.Tensor:
     """Each sample on its own, its ops applied one at a time with the ops' own kernels."""
+    rows = policy.sub_policies + tuple(ops for ops in (policy.before, policy.after) if ops)
     out = []
     for i, image in enumerate(images.clamp(0, 1).split(1)):
         for draw, sub in enumerate(params.sub_policy[i].tolist()):
-            for slot, spec in enumerate(policy.sub_policies[sub]):
+            for slot, spec in enumerate(rows[sub]):
                 if params.apply[i, draw, slot]:
                     image = OPS[spec.name].apply(image, torch.tensor([spec.magnitude]),
-                                                 params.sign[i, draw, slot:slot + 1])
+                                                 params.sign[i, draw, slot:slot + 1],
+                                                 params.position[i, draw, slot:slot + 1])
         out.append(image)
     return torch.cat(out)
 
