@@ -74,7 +74,7 @@ class AugmentSearch(OuterLoop):
 
     >>> callback = AugmentSearch(method="randaugment", num_ops=(1, 2), magnitudes=(0.3, 0.6))
     >>> callback.method.candidates
-    [(1, 0.3), (1, 0.6), (2, 0.3), (2, 0.6), 'none', 'trivialaugment']
+    [(1, 0.3), (1, 0.6), (2, 0.3), (2, 0.6), 'none', 'trivialaugment', 'crop_flip']
     """
 
     def __init__(self, method: str | PolicySearch = "dada", export_dir: str | Path | None = None,

@@ -31,11 +31,11 @@ from kornia.color import rgb_to_grayscale
 from kornia.geometry import transform
 from torch import Tensor
 
-from .ops import BASE_OPS, crop_offsets, cutout_boxes, erase_boxes, shift_pixels
+from .ops import BASE_OPS, GEOMETRIC_OPS, crop_offsets, cutout_boxes, erase_boxes, shift_pixels
 
 __all__ = ["BLEND", "GEOMETRIC", "PIXEL", "blend", "remap", "warp"]
 
-GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+GEOMETRIC = GEOMETRIC_OPS  # the affine ops: one warp
 BLEND = ("invert", "solarize", "posterize", "brightness", "color", "contrast")
 PIXEL = BASE_OPS  # the standard pipeline's ops all move or erase whole pixels
 

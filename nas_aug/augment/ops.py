@@ -67,8 +67,8 @@ from torch import Tensor
 
 from ..validation import closest_match
 
-__all__ = ["AUTOAUGMENT_OPS", "BASE_OPS", "OPS", "OP_NAMES", "RANDAUGMENT_OPS", "Op",
-           "crop_offsets", "cutout_boxes", "get_op", "suggest"]
+__all__ = ["AUTOAUGMENT_OPS", "BASE_OPS", "GEOMETRIC_OPS", "OPS", "OP_NAMES", "OP_SUBSETS",
+           "RANDAUGMENT_OPS", "Op", "crop_offsets", "cutout_boxes", "get_op", "suggest"]
 
 # torchvision's translate range for AutoAugment and RandAugment: 150 px on a 331 px image
 TRANSLATE_FRACTION = 150.0 / 331.0
@@ -348,6 +348,15 @@ RANDAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES
 # the ops the published AutoAugment policies use
 AUTOAUGMENT_OPS: tuple[str, ...] = tuple(name for name in OP_NAMES
                                          if name not in ("identity", *BASE_OPS))
+# the affine ops
+GEOMETRIC_OPS: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+# named subsets of RandAugment's ops, for data where one kind of op changes the label
+# (geometric ops on an orientation task, colour ops on grey or colour-coded images)
+OP_SUBSETS: dict[str, tuple[str, ...]] = {
+    "all": RANDAUGMENT_OPS,
+    "geometric": ("identity", *GEOMETRIC_OPS),
+    "photometric": tuple(name for name in RANDAUGMENT_OPS if name not in GEOMETRIC_OPS),
+}
 
 
 def _normalise(name: str) -> str:

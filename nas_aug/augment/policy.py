@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..validation import check_int
-from .ops import OPS, RANDAUGMENT_OPS, get_op, suggest
+from .ops import OP_SUBSETS, OPS, RANDAUGMENT_OPS, get_op, suggest
 
 __all__ = ["PRESETS", "OpSpec", "Policy", "RandAugment", "SubPolicy"]
 
@@ -257,11 +257,13 @@ class Policy:
         return PRESETS[name]()
 
 
-def RandAugment(num_ops: int = 2, magnitude: float = 0.3) -> Policy:  # noqa: N802 - a policy kind
+def RandAugment(num_ops: int = 2, magnitude: float = 0.3,  # noqa: N802 - a policy kind
+                ops: str = "all") -> Policy:
     """RandAugment (Cubuk et al. 2020): each sample applies ``num_ops`` ops drawn uniformly.
 
-    The ops (with replacement, as the paper and torchvision do) come from the paper's 14
-    and all use one ``magnitude`` in ``[0, 1]``; the paper's ``M`` of 30 is ``M / 30`` here, so
+    The ops (with replacement, as the paper and torchvision do) come from the paper's 14, or
+    from one of the named subsets of ``OP_SUBSETS`` (``"geometric"``, ``"photometric"``), and
+    all use one ``magnitude`` in ``[0, 1]``; the paper's ``M`` of 30 is ``M / 30`` here, so
     torchvision's default ``RandAugment(num_ops=2, magnitude=9)`` is ``RandAugment(2, 0.3)``.
 
     >>> policy = RandAugment(num_ops=2, magnitude=0.3)
@@ -269,11 +271,18 @@ def RandAugment(num_ops: int = 2, magnitude: float = 0.3) -> Policy:  # noqa: N8
     ('randaugment', 2, 14)
     >>> policy.sub_policies[3]
     (OpSpec(name='rotate', probability=1.0, magnitude=0.3),)
+    >>> RandAugment(1, 0.5, ops="geometric").op_names
+    ('identity', 'rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
     """
     check_int("RandAugment num_ops", num_ops, 1)
     magnitude = _unit_interval("RandAugment magnitude", magnitude)
-    return Policy(tuple((OpSpec(name, 1.0, magnitude),) for name in RANDAUGMENT_OPS),
-                  name="randaugment", draws_per_sample=int(num_ops))
+    if not isinstance(ops, str) or ops not in OP_SUBSETS:
+        hint = suggest(ops, OP_SUBSETS) if isinstance(ops, str) else ""
+        raise ValueError(f"unknown RandAugment op subset {ops!r}{hint}; subsets are "
+                         f"{list(OP_SUBSETS)}")
+    return Policy(tuple((OpSpec(name, 1.0, magnitude),) for name in OP_SUBSETS[ops]),
+                  name="randaugment" if ops == "all" else f"randaugment_{ops}",
+                  draws_per_sample=int(num_ops))
 
 
 # (op, probability, magnitude bin 0..9 or None), as published in the AutoAugment paper

@@ -7,16 +7,26 @@ choices at the end of an epoch (:meth:`end_epoch`), and names the policy it foun
 
 * :class:`DadaSearch`: DADA's differentiable search; the policy follows the hypergradient of the
   held-out loss through one virtual training step (see :mod:`nas_aug.bilevel`).
-* :class:`RandAugmentSearch`: RandAugment's ``(N, M)`` and fixed presets (no augmentation,
-  TrivialAugment) by successive halving in one fit. Every sample is augmented with a candidate
-  drawn from those still in the race; every few steps, candidates are scored by the held-out
-  loss decrease that one SGD step on a batch augmented with them predicts to first order,
-  ``lr * <grad L_val, grad L_train(candidate)>``; at evenly spaced epochs the worse half is
-  dropped. With the presets in the race, the search can always fall back to a fixed default.
+* :class:`RandAugmentSearch`: RandAugment's ``(N, M)`` (over all its ops or named subsets of
+  them) and fixed presets (no augmentation, TrivialAugment, crop + flip) by successive halving
+  in one fit. Every sample is augmented with a candidate drawn from those still in the race;
+  every few steps, a few candidates (the least scored, in random pairings) are scored by how
+  well the gradient of a batch augmented with them points down the held-out loss: the cosine
+  of ``grad L_train(candidate)`` and ``grad L_val`` (``score="cosine"``, the default), or the
+  held-out loss decrease one SGD step predicts to first order,
+  ``lr * <grad L_val, grad L_train(candidate)>`` (``score="dot"``), which favours candidates
+  whose training gradients are larger. Each score counts relative to the mean of the
+  candidates scored against the same held-out batch, since how well any gradient aligns
+  varies more from one held-out batch to the next than from one candidate to another. At
+  evenly spaced epochs the worse half is dropped; once one candidate is left, nothing is
+  scored. With the presets in the race, the search can fall back to a fixed default.
 
 >>> method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.2, 0.6))
 >>> [c for c in method.candidates]
-[(1, 0.2), (1, 0.6), (2, 0.2), (2, 0.6), 'none', 'trivialaugment']
+[(1, 0.2), (1, 0.6), (2, 0.2), (2, 0.6), 'none', 'trivialaugment', 'crop_flip']
+>>> RandAugmentSearch(num_ops=(1,), magnitudes=(0.5,), op_subsets=("all", "geometric"),
+...                   presets=()).candidates
+[(1, 0.5), (1, 0.5, 'geometric')]
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from ..registry import Registry
 from ..validation import check_int, check_positive
 from .apply import apply_params, sample_params
 from .differentiable import DifferentiablePolicy
-from .ops import AUTOAUGMENT_OPS
+from .ops import AUTOAUGMENT_OPS, OP_SUBSETS, suggest
 from .policy import PRESETS, Policy, RandAugment
 
 __all__ = ["METHODS", "DadaSearch", "PolicySearch", "RandAugmentSearch"]
@@ -81,6 +91,10 @@ class PolicySearch:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``."""
+
+
+def _norm(tensors: list[Tensor]) -> Tensor:
+    return torch.sqrt(sum((t * t).sum() for t in tensors))
 
 
 @METHODS.register("dada")
@@ -157,12 +171,17 @@ class DadaSearch(PolicySearch):
         self.updates = state["updates"]
 
 
+SCORES = ("cosine", "dot")
+
+
 @METHODS.register("randaugment")
 class RandAugmentSearch(PolicySearch):
-    """RandAugment's ``num_ops`` x ``magnitudes`` grid, and the fixed ``presets`` beside it
-    (names of :meth:`Policy.presets`), searched by successive halving in one fit (see the
-    module docstring); every ``probe_every`` steps, ``probes_per_step`` candidates (in turn)
-    are scored against one held-out gradient. A candidate is ``(N, M)`` or a preset's name.
+    """RandAugment's ``op_subsets`` x ``num_ops`` x ``magnitudes`` grid, and the fixed
+    ``presets`` beside it (names of :meth:`Policy.presets`), searched by successive halving in
+    one fit (see the module docstring); every ``probe_every`` steps, ``probes_per_step``
+    candidates are scored against one held-out gradient by ``score``. A candidate is
+    ``(N, M)`` (all of RandAugment's ops), ``(N, M, subset)`` (a subset of ``OP_SUBSETS``) or a
+    preset's name.
 
     >>> method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.3,), presets=())
     >>> method.best_policy().draws_per_sample  # before any probe: the first candidate
@@ -173,26 +192,37 @@ class RandAugmentSearch(PolicySearch):
 
     def __init__(self, num_ops: Sequence[int] = (1, 2, 3),
                  magnitudes: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
-                 presets: Sequence[str] = ("none", "trivialaugment"),
+                 presets: Sequence[str] = ("none", "trivialaugment", "crop_flip"),
+                 op_subsets: Sequence[str] = ("all",), score: str = "cosine",
                  probe_every: int = 2, probes_per_step: int = 2, seed: int = 0):
         if isinstance(num_ops, (str, int)) or not num_ops:
             raise ValueError(f"num_ops must be a non-empty list of integers, got {num_ops!r}")
         if isinstance(magnitudes, (str, float, int)) or not magnitudes:
             raise ValueError(f"magnitudes must be a non-empty list of numbers in [0, 1], "
                              f"got {magnitudes!r}")
-        if isinstance(presets, str) or len(set(presets)) != len(presets):
-            raise ValueError(f"presets must be a list of distinct preset names (of "
-                             f"{list(PRESETS)}), got {presets!r}")
-        grid = [RandAugment(n, m) for n in num_ops for m in magnitudes]  # validates
-        self.policies = grid + [Policy.preset(name) for name in presets]  # unknown: named
-        self.candidates = [(p.draws_per_sample, p.sub_policies[0][0].magnitude)
-                           for p in grid] + list(presets)
+        for what, names, valid in (("presets", presets, PRESETS),
+                                   ("op_subsets", op_subsets, OP_SUBSETS)):
+            if isinstance(names, str) or len(set(names)) != len(names):
+                raise ValueError(f"{what} must be a list of distinct names (of {list(valid)}), "
+                                 f"got {names!r}")
+        if not op_subsets:
+            raise ValueError(f"op_subsets must name at least one of {list(OP_SUBSETS)}, got "
+                             f"{op_subsets!r}")
+        if score not in SCORES:
+            hint = suggest(score, SCORES) if isinstance(score, str) else ""
+            raise ValueError(f"unknown score {score!r}{hint}; scores are {list(SCORES)}")
+        self.score = score
+        grid = [(RandAugment(n, m, ops), (n, m) if ops == "all" else (n, m, ops))
+                for ops in op_subsets for n in num_ops for m in magnitudes]  # validates
+        self.policies = [policy for policy, _ in grid] + [Policy.preset(name)
+                                                          for name in presets]  # unknown: named
+        self.candidates = [candidate for _, candidate in grid] + list(presets)
         self.probe_every = check_int("probe_every", probe_every, 1)
         self.probes_per_step = check_int("probes_per_step", probes_per_step, 1)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
+        self.pairing = torch.Generator().manual_seed(seed + 1)  # which candidates meet
         self.survivors = list(range(len(self.policies)))
         self.halvings = 0
-        self.cursor = 0
         self.score_sum = [0.0] * len(self.policies)
         self.score_count = [0] * len(self.policies)
         self.rungs: list[dict[str, Any]] = []
@@ -221,19 +251,31 @@ class RandAugmentSearch(PolicySearch):
         return out
 
     def outer_step(self, step: OuterStep) -> None:
-        if step.step % self.probe_every:
+        if step.step % self.probe_every or len(self.survivors) == 1:
             return
         heldout = gradients(step.heldout_loss(), step.weights)
-        for _ in range(min(self.probes_per_step, len(self.survivors))):
-            index = self.survivors[self.cursor % len(self.survivors)]
-            self.cursor += 1
+        scores = {}
+        for index in self._probed():
             train = gradients(step.train_loss(self._augment_with(index, step.images)),
                               step.weights)
             dot = sum((h * t).sum() for h, t in zip(heldout, train))
+            if self.score == "cosine":
+                norms = _norm(heldout) * _norm(train)
+                dot = dot / norms if norms > 0 else dot * 0
             if step.reduce is not None:  # every process keeps the same scores
                 dot = step.reduce(dot)
-            self.score_sum[index] += step.lr * float(dot)
+            scores[index] = float(dot) * (step.lr if self.score == "dot" else 1.0)
+        mean = sum(scores.values()) / len(scores) if len(scores) > 1 else 0.0
+        for index, score in scores.items():
+            self.score_sum[index] += score - mean
             self.score_count[index] += 1
+
+    def _probed(self) -> list[int]:
+        """The ``probes_per_step`` least scored survivors, ties broken at random; in order."""
+        ties = torch.rand(len(self.survivors), generator=self.pairing).tolist()
+        order = sorted(range(len(self.survivors)),
+                       key=lambda i: (self.score_count[self.survivors[i]], ties[i]))
+        return sorted(self.survivors[i] for i in order[:self.probes_per_step])
 
     def mean_score(self, index: int) -> float:
         count = self.score_count[index]
@@ -273,30 +315,31 @@ class RandAugmentSearch(PolicySearch):
     def metrics(self) -> dict[str, float]:
         """The survivors, and the leader's ``N`` and ``M`` (0 and 0 for a preset)."""
         best = self.candidates[self._ranked()[0]]
-        num_ops, magnitude = best if isinstance(best, tuple) else (0, 0.0)
+        num_ops, magnitude = best[:2] if isinstance(best, tuple) else (0, 0.0)
         return {"survivors": float(len(self.survivors)), "best_num_ops": float(num_ops),
                 "best_magnitude": magnitude}
 
     def summary(self) -> dict[str, Any]:
         best = self.candidates[self._ranked()[0]]
-        num_ops, magnitude, preset = (*best, None) if isinstance(best, tuple) else \
-            (None, None, best)
-        return {**super().summary(), "preset": preset, "num_ops": num_ops,
-                "magnitude": magnitude, "survivors": [
+        num_ops, magnitude, ops, preset = (*best[:2], (*best, "all")[2], None) \
+            if isinstance(best, tuple) else (None, None, None, best)
+        return {**super().summary(), "score": self.score, "preset": preset, "num_ops": num_ops,
+                "magnitude": magnitude, "ops": ops, "survivors": [
                     list(c) if isinstance(c, tuple) else c
                     for c in (self.candidates[i] for i in self.survivors)],
                 "rungs": self.rungs}
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "survivors": list(self.survivors),
-                "halvings": self.halvings, "cursor": self.cursor,
+                "halvings": self.halvings, "pairing": self.pairing.get_state(),
                 "score_sum": list(self.score_sum), "score_count": list(self.score_count),
                 "rungs": self.rungs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.survivors, self.halvings = list(state["survivors"]), state["halvings"]
-        self.cursor, self.rungs = state["cursor"], state["rungs"]
+        self.pairing.set_state(state["pairing"])
+        self.rungs = state["rungs"]
         self.score_sum, self.score_count = list(state["score_sum"]), list(state["score_count"])
 
 

@@ -59,21 +59,41 @@ def test_dada_state_round_trip_continues_exactly(rgb):
     assert first.summary() == second.summary()
 
 
-def test_randaugment_grid_and_first_order_scores(gray):
-    method = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.2, 0.6), probes_per_step=4)
+@pytest.mark.parametrize("score", ["cosine", "dot"])
+def test_randaugment_grid_and_gradient_scores(score, gray):
+    method = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.2, 0.6), probes_per_step=4,
+                               score=score)
     net, step = _step(gray, lr=0.5)
     generator_state = method.generator.get_state()
     method.outer_step(step)
     assert method.score_count == [1, 1, 1, 1]
-    # the same score by hand: lr * <grad L_val, grad L_train(candidate batch)>
+    # the same scores by hand: the cosine of grad L_val and grad L_train(candidate batch), or
+    # lr * their dot product, less their mean over the candidates scored on this batch
     replay = torch.Generator()
     replay.set_state(generator_state)
-    heldout = torch.autograd.grad(step.heldout_loss(), step.weights)
-    for index, policy in enumerate(method.policies):
+    heldout = torch.cat([g.flatten() for g in torch.autograd.grad(step.heldout_loss(),
+                                                                  step.weights)])
+    raw = []
+    for policy in method.policies:
         augmented = apply_params(gray, policy, sample_params(policy, 4, replay))
-        train = torch.autograd.grad(step.train_loss(augmented), step.weights)
-        expected = 0.5 * sum(float((h * t).sum()) for h, t in zip(heldout, train))
-        assert method.score_sum[index] == pytest.approx(expected, rel=1e-5)
+        train = torch.cat([g.flatten() for g in torch.autograd.grad(step.train_loss(augmented),
+                                                                    step.weights)])
+        raw.append(float(F.cosine_similarity(heldout, train, dim=0)) if score == "cosine"
+                   else 0.5 * float(heldout @ train))
+    expected = [value - sum(raw) / len(raw) for value in raw]
+    assert method.score_sum == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_probes_go_to_the_least_scored_and_stop_with_one_survivor(gray):
+    method = RandAugmentSearch(presets=(), num_ops=(1, 2, 3), magnitudes=(0.3,), probes_per_step=2)
+    step = _step(gray)[1]
+    method.outer_step(step)
+    method.outer_step(step)
+    assert sorted(method.score_count) == [1, 1, 2]  # every one scored before any twice
+    method.survivors = [2]
+    counts = list(method.score_count)
+    method.outer_step(step)
+    assert method.score_count == counts  # nothing left to compare: no probe, no cost
 
 
 def test_randaugment_halves_on_an_even_schedule():
@@ -132,11 +152,12 @@ def test_randaugment_state_round_trip(gray):
     first = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.3,), seed=0)
     first.outer_step(_step(gray)[1])
     second = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.3,), seed=9)
+    generators = ("generator", "pairing")
     second.load_state_dict(json.loads(json.dumps({k: v for k, v in first.state_dict().items()
-                                                  if k != "generator"}))
-                           | {"generator": first.generator.get_state()})
+                                                  if k not in generators}))
+                           | {k: first.state_dict()[k] for k in generators})
     assert torch.equal(first.augment(gray), second.augment(gray))
-    assert second.score_sum == first.score_sum and second.cursor == first.cursor
+    assert second.score_sum == first.score_sum and second._probed() == first._probed()
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -160,8 +181,8 @@ def test_dada_bad_arguments():
 
 def test_presets_race_beside_the_grid_and_can_win():
     method = RandAugmentSearch(num_ops=(1,), magnitudes=(0.3, 0.9))
-    assert method.candidates == [(1, 0.3), (1, 0.9), "none", "trivialaugment"]
-    method.score_sum, method.score_count = [1.0, 2.0, 4.0, 3.0], [1] * 4
+    assert method.candidates == [(1, 0.3), (1, 0.9), "none", "trivialaugment", "crop_flip"]
+    method.score_sum, method.score_count = [1.0, 2.0, 4.0, 3.0, 0.0], [1] * 5
     method.end_epoch(0, max_epochs=1)
     assert [method.candidates[i] for i in method.survivors] == ["none"]
     assert method.best_policy() == Policy.preset("none")
@@ -173,9 +194,37 @@ def test_presets_race_beside_the_grid_and_can_win():
 
 @pytest.mark.parametrize("presets, message", [
     (("trivial",), r"unknown policy preset 'trivial' \(did you mean 'trivialaugment'\?\)"),
-    (("none", "none"), "presets must be a list of distinct preset names"),
-    ("none", "presets must be a list of distinct preset names"),
+    (("none", "none"), "presets must be a list of distinct names"),
+    ("none", "presets must be a list of distinct names"),
 ])
 def test_bad_presets_are_named(presets, message):
     with pytest.raises(ValueError, match=message):
         RandAugmentSearch(presets=presets)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"op_subsets": ("geometric", "colour")},
+     r"unknown RandAugment op subset 'colour'; subsets are \['all', 'geometric', 'photometric'\]"),
+    ({"op_subsets": ("geometrc",)}, r"'geometrc' \(did you mean 'geometric'\?\)"),
+    ({"op_subsets": "all"}, "op_subsets must be a list of distinct names"),
+    ({"op_subsets": ()}, "op_subsets must name at least one of"),
+    ({"score": "cos"}, r"unknown score 'cos' \(did you mean 'cosine'\?\); scores are"),
+])
+def test_bad_op_subsets_and_scores_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RandAugmentSearch(**kwargs)
+
+
+def test_op_subsets_race_as_candidates_of_their_own():
+    method = RandAugmentSearch(num_ops=(2,), magnitudes=(0.5,), presets=("crop_flip",),
+                               op_subsets=("all", "geometric", "photometric"))
+    assert method.candidates == [(2, 0.5), (2, 0.5, "geometric"), (2, 0.5, "photometric"),
+                                 "crop_flip"]
+    assert method.policies[1] == RandAugment(2, 0.5, ops="geometric")
+    assert set(method.policies[2].op_names).isdisjoint({"rotate", "shear_x", "translate_y"})
+    method.score_sum, method.score_count = [1.0, 3.0, 2.0, 0.0], [1] * 4
+    method.end_epoch(0, max_epochs=1)
+    summary = json.loads(json.dumps(method.summary()))
+    assert (summary["num_ops"], summary["magnitude"], summary["ops"], summary["preset"]) == \
+        (2, 0.5, "geometric", None)
+    assert method.best_policy().name == "randaugment_geometric"
