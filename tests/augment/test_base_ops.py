@@ -91,8 +91,9 @@ def test_base_ops_fused_equal_op_by_op_exactly(rgb):
         for draw, sub in enumerate(params.sub_policy[i].tolist()):
             for slot, spec in enumerate(policy.sub_policies[sub]):
                 if params.apply[i, draw, slot]:
+                    position = params.position[i, draw, slot:slot + 1]
                     image = OPS[spec.name].apply(image, torch.tensor([spec.magnitude]),
-                                                 torch.ones(1), params.position[i, draw, slot:slot + 1])
+                                                 torch.ones(1), position)
         expected.append(image)
     assert torch.equal(apply_params(batch, policy, params), torch.cat(expected))
 
@@ -128,7 +129,8 @@ def test_crop_flip_preset_and_leaving_steps_out():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"padding": 0.3}, r"crop padding must be a fraction of the image side in \[0, 0.25\], got 0.3"),
+    ({"padding": 0.3},
+     r"crop padding must be a fraction of the image side in \[0, 0.25\], got 0.3"),
     ({"cutout": 0.75}, r"cutout size must be a fraction of the image side in \[0, 0.5\], got 0.75"),
     ({"padding": -1}, r"crop padding .* got -1"),
     ({"cutout": "16"}, r"cutout size .* got '16'"),
