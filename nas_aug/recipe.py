@@ -112,8 +112,10 @@ class RetrainConfig:
 
 @dataclass
 class AugmentConfig:
-    method: str | None = None  # "dada" or "randaugment"; none: no augmentation
+    method: str | None = None  # "dada" or "randaugment": searched in the supernet fit
     options: dict[str, Any] = field(default_factory=dict)
+    policy: str | None = None  # or a fixed preset (Policy.presets()) for every fit
+    base: bool = False  # the fixed policy inside crop + flip ... Cutout (Policy.within_base)
 
 
 @dataclass
@@ -191,7 +193,15 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 _SECTIONS = {c.__name__: c for c in (DataConfig, SpaceConfig, SupernetConfig, BudgetConfig,
                                         SearchConfig, RetrainConfig, AugmentConfig,
                                         TrainerConfig)}
-_SCALARS = {"int": int, "float": (int, float), "str": str}
+_SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _wrong_scalar(kind: str, value: Any) -> bool:
+    """``value`` is not of the recipe field type ``kind`` (a bool is no number, YAML's
+    ``yes`` and ``true`` are bools)."""
+    if kind == "bool":
+        return not isinstance(value, bool)
+    return isinstance(value, bool) or not isinstance(value, _SCALARS[kind])
 
 
 def _build(cls, data: Any, where: str):
@@ -216,8 +226,8 @@ def _build(cls, data: Any, where: str):
                 raise ValueError(f"{where}.{key} must be a list of mappings, got {value!r}")
             value = [_build(_SECTIONS[kind[5:-1]], item, f"{where}.{key}[{index}]")
                      for index, item in enumerate(value)]
-        elif kind in _SCALARS and not (value is None and optional) and (
-                isinstance(value, bool) or not isinstance(value, _SCALARS[kind])):
+        elif kind in _SCALARS and not (value is None and optional) and \
+                _wrong_scalar(kind, value):
             raise ValueError(f"{where}.{key}={value!r} must be of type {kind}"
                              + (" or null" if optional else ""))
         check = fields[key].metadata.get("check")
@@ -292,13 +302,35 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
     if recipe.augment.options and recipe.augment.method is None:
         raise ValueError(f"augment.options need an augment.method (dada or randaugment), got "
                          f"options {recipe.augment.options!r} and no method")
+    fixed = fixed_policy(recipe.augment)
     callbacks = [nas]
     if recipe.augment.method is not None:  # bad methods and options fail here, before training
         callbacks.append(AugmentSearch(recipe.augment.method, export_dir=out_dir,
                                        seed=recipe.seed, overwrite=overwrite,
                                        **recipe.augment.options))
-    model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay)
+    model = ImageClassifier(supernet, recipe.supernet.lr, recipe.supernet.weight_decay,
+                            policy=fixed, augment_seed=recipe.seed)
     return model, callbacks
+
+
+def fixed_policy(augment: AugmentConfig) -> Policy | None:
+    """The recipe's fixed policy (``augment.policy``, inside the base pipeline with
+    ``augment.base``), or ``None``; a policy beside a search, or a base without a policy, is
+    refused."""
+    if augment.policy is None:
+        if augment.base:
+            raise ValueError("recipe.augment.base puts a fixed augment.policy inside crop + "
+                             "flip ... Cutout; set augment.policy too (a preset of "
+                             f"{list(Policy.presets())}, 'none' for the base alone)")
+        return None
+    if augment.method is not None:
+        raise ValueError(f"recipe.augment sets both method {augment.method!r} (a searched "
+                         f"policy) and policy {augment.policy!r} (a fixed one); set one")
+    try:
+        policy = Policy.preset(augment.policy)
+    except ValueError as error:
+        raise ValueError(f"recipe.augment.policy: {error}") from None
+    return policy.within_base() if augment.base else policy
 
 
 def _budgets(search: SearchConfig) -> tuple[Budget | None, list[Budget] | None]:
@@ -346,7 +378,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
         nas = callbacks[0]  # every process holds rank 0's results
         searched = _searched(nas, out_dir, trainer)
         result = nas.result  # the last budget's
-        policy = None if len(callbacks) == 1 else Policy.from_json(callbacks[1].result["policy"])
+        policy = fixed_policy(recipe.augment) if len(callbacks) == 1 else \
+            Policy.from_json(callbacks[1].result["policy"])
 
         rows, to_train = [], []
         for name, suffix, found, directory in searched:
@@ -592,7 +625,10 @@ def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: 
     if resumed:
         lines.append("This run was resumed from its checkpoints: the whole run's seconds count "
                      "the resumed part only, and so do those of a fit that was interrupted.")
-    if policy is not None:
+    if policy is not None and recipe.augment.method is None:
+        lines.append(f"The fixed augmentation policy {policy.name!r} augments the supernet fit "
+                     "and every retraining.")
+    elif policy is not None:
         lines.append(f"The augmentation policy was searched in the supernet fit "
                      f"({recipe.augment.method}; `policy.json`, {len(policy.sub_policies)} "
                      "sub-policies) and augments every retraining.")

@@ -16,7 +16,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from nas_aug import cli, load_architecture
 from nas_aug.cli import bundled_recipes, find_recipe, main
-from nas_aug.recipe import LIGHTNING_LOGGERS, Recipe, run_recipe
+from nas_aug.augment import Policy
+from nas_aug.recipe import LIGHTNING_LOGGERS, Recipe, make_search, run_recipe
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "digits_spos.yaml"
 TINY = ["supernet.epochs=1", "retrain.epochs=1", "search.population_size=4",
@@ -117,6 +118,19 @@ def test_joint_recipe_searches_the_policy_and_retrains_with_it(tmp_path, capsys,
         (out / "results.md").read_text()
 
 
+def test_a_fixed_policy_augments_the_supernet_fit_and_every_retraining(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(RECIPE), "--out", str(out), "--quiet",
+                 *overrides(TINY + ["search.budget.macs=5e5",
+                                    "augment={policy: trivialaugment, base: true}"])]) == 0
+    assert "The fixed augmentation policy 'trivialaugment+base' augments the supernet fit and " \
+        "every retraining." in (out / "results.md").read_text()
+    recipe = Recipe.from_dict({**yaml.safe_load(RECIPE.read_text()),
+                               "augment": {"policy": "crop_flip"}})
+    model, callbacks = make_search(recipe, tmp_path / "other")
+    assert model.augment.policy == Policy.preset("crop_flip") and len(callbacks) == 1
+
+
 @pytest.mark.parametrize("strategy", ["darts", "gdas"])
 def test_recipe_with_a_gradient_strategy(strategy, tmp_path):
     out = tmp_path / "run"
@@ -177,6 +191,12 @@ def test_recipe_runs_on_two_processes_with_lightning_ddp(tmp_path):
     ("augment.method=dadda", "unknown augmentation search method 'dadda' (did you mean 'dada'?)"),
     ("augment={method: dada, options: {num_ops: [1]}}", "got unknown option(s) ['num_ops']"),
     ("augment.options={top_k: 5}", "augment.options need an augment.method"),
+    ("augment.policy=trivial", "recipe.augment.policy: unknown policy preset 'trivial' (did you "
+                               "mean 'trivialaugment'?)"),
+    ("augment={method: dada, policy: none}", "recipe.augment sets both method 'dada'"),
+    ("augment.base=true", "recipe.augment.base puts a fixed augment.policy inside crop + flip"),
+    ("augment={policy: crop_flip, base: true}", "policy 'crop_flip' already runs ops before"),
+    ("augment.base=yes please", "recipe.augment.base='yes please' must be of type bool"),
     ("search.strategy=enas", "unknown strategy 'enas'"),
     ("search.options={lr: 0.1}", "options ['lr'] belong to the gradient strategies"),
     ("trainer.devices=x", "recipe.trainer {'accelerator': 'auto', 'devices': 'x', "

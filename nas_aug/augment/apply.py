@@ -140,6 +140,7 @@ def sample_params(policy: Policy, batch_size: int,
     return AugmentParams(sub_policy, fires, sign, position)
 
 
+@functools.lru_cache(maxsize=32)
 def _positional(policy: Policy) -> bool:
     return any(OPS[name].positional for name in policy.op_names)
 
@@ -173,7 +174,7 @@ def check_images(images: Any, policy: Policy | None = None) -> None:
             raise ValueError(f"image values must lie in [0, 1], found values in [{low:g}, {high:g}]"
                              "; augment before normalising (and divide 8-bit data by 255)")
     if policy is not None:
-        for name in policy.op_names:
+        for name in _op_names(policy):
             try:
                 get_op(name).check_images(images)
             except ValueError as error:
@@ -181,20 +182,35 @@ def check_images(images: Any, policy: Policy | None = None) -> None:
         _check_whole_pixels(images, policy)
 
 
-def _check_whole_pixels(images: Tensor, policy: Policy) -> None:
-    """Refuse a crop or cutout that rounds to no pixel on these images: it would do nothing."""
-    side = min(images.shape[-2:])
+@functools.lru_cache(maxsize=32)
+def _op_names(policy: Policy) -> tuple[str, ...]:
+    return policy.op_names
+
+
+@functools.lru_cache(maxsize=32)
+def _whole_pixel_specs(policy: Policy) -> tuple[tuple[OpSpec, float], ...]:
+    """The policy's crops and cutouts that do something, with their fraction of the side."""
+    specs = []
     for spec in policy.specs:
         op = OPS[spec.name]
         if op.positional and spec.magnitude > 0:
-            fraction = op.value_range[0] + (op.value_range[1] - op.value_range[0]) * spec.magnitude
-            if round(fraction * side) == 0:
-                raise ValueError(
-                    f"policy {policy.name!r}: op {spec.name!r} at magnitude {spec.magnitude:g} "
-                    f"({op.unit} {fraction:g}) is {fraction * side:.2g} pixels on "
-                    f"{images.shape[-2]} x {images.shape[-1]} images and rounds to none; it "
-                    f"needs images of at least {math.ceil(0.5 / fraction)} pixels a side, or a "
-                    f"larger magnitude")
+            low, high = op.value_range
+            specs.append((spec, low + (high - low) * spec.magnitude))
+    return tuple(specs)
+
+
+def _check_whole_pixels(images: Tensor, policy: Policy) -> None:
+    """Refuse a crop or cutout that rounds to no pixel on these images: it would do nothing."""
+    side = min(images.shape[-2:])
+    for spec, fraction in _whole_pixel_specs(policy):
+        op = OPS[spec.name]
+        if round(fraction * side) == 0:
+            raise ValueError(
+                f"policy {policy.name!r}: op {spec.name!r} at magnitude {spec.magnitude:g} "
+                f"({op.unit} {fraction:g}) is {fraction * side:.2g} pixels on "
+                f"{images.shape[-2]} x {images.shape[-1]} images and rounds to none; it "
+                f"needs images of at least {math.ceil(0.5 / fraction)} pixels a side, or a "
+                f"larger magnitude")
 
 
 def _check_params(params: Any, policy: Policy, batch_size: int) -> AugmentParams:

@@ -197,14 +197,18 @@ class Policy:
         ...
         ValueError: crop padding must be a fraction of the image side in [0, 0.25], got 0.5
         """
+        if self.before or self.after:
+            raise ValueError(f"policy {self.name!r} already runs ops before or after its "
+                             "sub-policies; within_base puts a policy without them inside the "
+                             "base pipeline")
         padding = _fraction("crop padding", "crop", padding)
         cutout = _fraction("cutout size", "cutout", cutout)
         flip = _unit_interval("flip probability", flip)
         before = ((OpSpec("crop", 1.0, padding / OPS["crop"].value_range[1]),) if padding else ())
         before += (OpSpec("hflip", flip, 0.0),) if flip else ()
         after = (OpSpec("cutout", 1.0, cutout / OPS["cutout"].value_range[1]),) if cutout else ()
-        return Policy(self.sub_policies, f"{self.name}+base", self.draws_per_sample,
-                      self.before + before, after + self.after)
+        return Policy(self.sub_policies, f"{self.name}+base", self.draws_per_sample, before,
+                      after)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data (dicts, lists, strings, numbers) for ``json.dumps``."""

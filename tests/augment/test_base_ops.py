@@ -141,6 +141,11 @@ def test_within_base_names_the_accepted_range(kwargs, message):
         Policy.preset("trivialaugment").within_base(**kwargs)
 
 
+def test_a_policy_with_a_base_is_not_put_inside_another():
+    with pytest.raises(ValueError, match="policy 'crop_flip' already runs ops before or after"):
+        Policy.preset("crop_flip").within_base()
+
+
 def test_a_crop_that_rounds_to_no_pixel_is_refused():
     augment = PolicyAugment(Policy.preset("crop_flip"), seed=0)  # pads 1/8 of the side
     assert augment(torch.rand(2, 1, 8, 8)).shape == (2, 1, 8, 8)  # digits: one pixel
