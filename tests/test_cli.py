@@ -15,8 +15,8 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from nas_aug import cli, load_architecture
-from nas_aug.cli import bundled_recipes, find_recipe, main
 from nas_aug.augment import Policy
+from nas_aug.cli import bundled_recipes, find_recipe, main
 from nas_aug.recipe import LIGHTNING_LOGGERS, Recipe, make_search, run_recipe
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "digits_spos.yaml"
