@@ -4,7 +4,8 @@ held-out top-1 when it alone trains the network ("right": within 0.01 of the bes
 Written to ``benchmarks/results/augment_race.md``.
 
 * ``brightness``: four classes told apart by mean brightness, so colour ops and zero-filled
-  warps change the label (a small conv net); ``none`` is meant to be right.
+  warps change the label (a small conv net); ``none`` is meant to be right. The fallback test
+  in ``tests/callbacks/test_augment_search.py`` races on this toy.
 * ``shift_flip``: four glyphs centred in the training images, shifted and mirrored in the
   held-out images (a small MLP, which has no invariance of its own); ``crop_flip`` is meant
   to be right.

@@ -169,8 +169,7 @@ class Policy:
     @property
     def op_names(self) -> tuple[str, ...]:
         """The distinct ops the policy uses, in order of first appearance."""
-        return tuple(dict.fromkeys(op.name for ops in (self.before, *self.sub_policies,
-                                                       self.after) for op in ops))
+        return tuple(dict.fromkeys(op.name for op in self.specs))
 
     @property
     def specs(self) -> tuple[OpSpec, ...]:

@@ -261,7 +261,7 @@ class RandAugmentSearch(PolicySearch):
             dot = sum((h * t).sum() for h, t in zip(heldout, train))
             if self.score == "cosine":
                 norms = _norm(heldout) * _norm(train)
-                dot = dot / norms if norms > 0 else dot * 0
+                dot = dot / norms if norms > 0 else torch.zeros_like(dot)
             if step.reduce is not None:  # every process keeps the same scores
                 dot = step.reduce(dot)
             scores[index] = float(dot) * (step.lr if self.score == "dot" else 1.0)
@@ -321,8 +321,10 @@ class RandAugmentSearch(PolicySearch):
 
     def summary(self) -> dict[str, Any]:
         best = self.candidates[self._ranked()[0]]
-        num_ops, magnitude, ops, preset = (*best[:2], (*best, "all")[2], None) \
-            if isinstance(best, tuple) else (None, None, None, best)
+        if isinstance(best, tuple):
+            (num_ops, magnitude, ops), preset = (best + ("all",))[:3], None
+        else:
+            num_ops, magnitude, ops, preset = None, None, None, best
         return {**super().summary(), "score": self.score, "preset": preset, "num_ops": num_ops,
                 "magnitude": magnitude, "ops": ops, "survivors": [
                     list(c) if isinstance(c, tuple) else c

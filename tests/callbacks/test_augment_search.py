@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from benchmarks.bench_augment_race import TOYS, Classifier, brightness
 from nas_aug import Budget
 from nas_aug.augment import Policy
 from nas_aug.augment.export import load_policy
@@ -354,37 +355,10 @@ def test_randaugment_needs_a_number_of_epochs():
         trainer.fit(Recorder(), train, val)
 
 
-class IntensityNet(pl.LightningModule):
-    """Reads an image's mean brightness: a conv, global pooling and a linear layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        return F.cross_entropy(self(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
-
-
-def brightness_levels(n, seed):
-    """Four classes told apart by brightness alone (0.2, 0.4, 0.6, 0.8, with texture), so that
-    every colour op and every zero-filled warp changes the label."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 4, (n,), generator=generator)
-    level = (0.2 + 0.2 * labels.float())[:, None, None, None]
-    images = level * (0.75 + 0.5 * torch.rand(n, 1, 12, 12, generator=generator))
-    return TensorDataset(images.clamp(0, 1), labels)
-
-
 def test_the_race_falls_back_to_no_augmentation_where_every_op_changes_the_label():
-    """Over 8 seeds (data, model, draws), the race ends on 'none' in at least 6, and never on
-    the strongest RandAugment; the misses pick crop_flip, whose zero padding darkens less."""
+    """The race benchmark's brightness toy (classes told apart by brightness alone): over 8
+    seeds (data, model, draws), the race ends on 'none' in at least 6, and never on the
+    strongest RandAugment; the misses pick crop_flip, whose zero padding darkens less."""
     winners = []
     for seed in range(8):
         torch.manual_seed(seed)
@@ -393,8 +367,8 @@ def test_the_race_falls_back_to_no_augmentation_where_every_op_changes_the_label
         assert {"none", "trivialaugment", "crop_flip"} <= set(method.candidates)
         trainer = pl.Trainer(callbacks=[AugmentSearch(method=method)],
                              **{**FAST, "max_epochs": 6, "limit_train_batches": None})
-        trainer.fit(IntensityNet(), DataLoader(brightness_levels(256, seed), batch_size=32,
-                                               shuffle=True),
-                    DataLoader(brightness_levels(128, 100 + seed), batch_size=64))
+        trainer.fit(Classifier(TOYS["brightness"][1]()),
+                    DataLoader(brightness(256, seed, heldout=False), batch_size=32, shuffle=True),
+                    DataLoader(brightness(128, seed, heldout=True), batch_size=64))
         winners.append(method.candidates[method.survivors[0]])
     assert winners.count("none") >= 6 and (2, 0.9) not in winners, winners
