@@ -3,7 +3,9 @@ what the whole ``OneShotNAS`` pipeline picks: results/nasbench201_ranking.{csv,m
 
 For each supernet-training option (``uniform``: ``SPOS(sampling="uniform")``, ``sandwich``:
 ``SPOS(sampling="sandwich")``, ``sandwich+distill``: the sandwich rule with in-place
-distillation, ``distill_weight=1.0``) and seed, the supernet of the table's space
+distillation, ``distill_weight=1.0``; ``attentive`` and ``attentive+distill``: the same with
+the random path the worst of 3 by the batch loss, ``SPOS(sampling="attentive")``) and seed,
+the supernet of the table's space
 (``bench_nasbench201_table.space_kwargs(3)``: 125 architectures) is trained on the table's
 10,000 training images by a Lightning fit with ``Trainer(callbacks=[OneShotNAS(...)])``: the
 table's optimizer and schedule (SGD, Nesterov 0.9, lr 0.1 cosine per step, weight decay 5e-4,
@@ -72,6 +74,8 @@ OPTIONS: dict[str, dict] = {
     "uniform": dict(sampling="uniform"),
     "sandwich": dict(sampling="sandwich"),
     "sandwich+distill": dict(sampling="sandwich", distill_weight=1.0),
+    "attentive": dict(sampling="attentive"),
+    "attentive+distill": dict(sampling="attentive", distill_weight=1.0),
 }
 COLUMNS = ("option", "seed", "arch", "macs", "params", "inherited_heldout_top1",
            "search_heldout_top1", "picked", "train_seconds", "search_seconds")

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from ..accounting import EnergyMeter, SearchCost, co2_kg
+from ..bilevel import preserved_buffers
 from ..constraints import Budget, CostTable, check_budgets, get_counter
 from ..export import check_export_dir, export_architecture
 from ..io import write_json
@@ -49,7 +50,14 @@ from ..supernet import (
 from ..supernet.record import outermost
 from ..validation import check_int
 from ._lightning import as_validation, set_sampler_epoch
-from ._outer_loop import LossFunction, OuterLoop, to_device, user_loss
+from ._outer_loop import (
+    LossFunction,
+    OuterLoop,
+    SkippedBatch,
+    seeded_user_loss,
+    to_device,
+    user_loss,
+)
 
 if TYPE_CHECKING:
     from ..elastic_models import ElasticSpec
@@ -148,8 +156,9 @@ class OneShotNAS(OuterLoop):
         progress: show progress bars for the cost table and the search.
         supernet: the supernet to search, by attribute name (``"student"``) or as the
             module, where the LightningModule holds several (default: the one it holds).
-        loss: ``loss(module, batch)``, the loss of outer steps and sandwich paths in place of
-            the module's ``training_step`` (needed under manual optimization).
+        loss: ``loss(module, batch)``, the loss of outer steps, sandwich paths and attentive
+            candidates in place of the module's ``training_step`` (needed under manual
+            optimization).
         population_size, generations, mutation_prob: shorthand for
             ``search=Evolution(population_size=..., generations=..., mutation_prob=...)``.
         **strategy_options: the options of the strategy named by ``strategy``.
@@ -343,11 +352,30 @@ class OneShotNAS(OuterLoop):
             self._recent_inputs.append(x.detach())
         if self.strategy.has_outer_step:
             self.outer_step(trainer, pl_module, batch, batch_idx, x, self.strategy.outer_step)
+        self.strategy.set_batch_loss(self._batch_loss(trainer, pl_module, batch, batch_idx))
         extra = self.strategy.train_paths()
         self._extra_paths = (batch, batch_idx, extra) if extra else None
         if extra and self.strategy.distills:  # the largest path's logits, from the user's step
             self._teacher = contextlib.ExitStack()
             self._teacher_logits = self._teacher.enter_context(outputs_of(pl_module))
+
+    def _batch_loss(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                    batch_idx: int) -> Callable[[Sample], float | None]:
+        """A path's loss on this training batch, for strategies that choose paths by it: the
+        path activated, the user's loss without gradients, every path with the same
+        randomness (the outer step's seed), the model's buffers (batch-norm statistics)
+        restored; ``None`` where the user's step skips the batch."""
+        seed = self.seed * 1_000_003 + trainer.global_step
+
+        def loss(sample: Sample) -> float | None:
+            activate(self._supernet, sample, self.space)
+            with torch.no_grad(), preserved_buffers(pl_module), \
+                    contextlib.suppress(SkippedBatch):
+                return seeded_user_loss(trainer, pl_module, batch, batch_idx, seed,
+                                        self.loss).item()
+            return None
+
+        return loss
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:

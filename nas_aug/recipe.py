@@ -77,8 +77,10 @@ class SupernetConfig:
     epochs: int = field(default=30, metadata=_at_least(1))
     lr: float = field(default=5e-3, metadata=_POSITIVE)
     weight_decay: float = field(default=1e-4, metadata=_NON_NEGATIVE)
-    sampling: str = "uniform"
+    sampling: str = "uniform"  # or "sandwich", "attentive" (SPOS's samplings)
     sandwich_random: int = field(default=1, metadata=_at_least(0))
+    attentive_candidates: int = field(default=3, metadata=_at_least(2))
+    attentive: str = "worst"  # or "best"
 
 
 @dataclass
@@ -286,9 +288,11 @@ def make_search(recipe: Recipe, out_dir: Path, overwrite: bool = False, progress
     search = recipe.search
     options = dict(search.options)
     defaults = SupernetConfig()
-    for key in ("sampling", "sandwich_random"):  # a path sampling other than the default goes
-        value = getattr(recipe.supernet, key)  # to the strategy, which refuses it if it
-        if value != getattr(defaults, key):  # samples no paths
+    # a path sampling other than the default goes to the strategy, which refuses it if it
+    # samples no paths
+    for key in ("sampling", "sandwich_random", "attentive_candidates", "attentive"):
+        value = getattr(recipe.supernet, key)
+        if value != getattr(defaults, key):
             options[key] = value
     own = {key: options.pop(key) for key in ("top_k", "unroll_lr") if key in options}
     strategy = get_strategy(search.strategy, **options)  # the rest is the strategy's

@@ -21,6 +21,8 @@ RECIPE = "recipes/digits_spos.yaml"
     ("search.mutation_prob=-0.5", r"mutation_prob must be a non-negative number at most 1, "
                                   r"got -0\.5"),
     ("search.population_size=1", r"population_size must be an integer >= 2, got 1"),
+    ("supernet.attentive_candidates=1", r"supernet\.attentive_candidates must be an integer "
+                                        r">= 2, got 1"),
     ("search.budget.macs=0", r"budget\.macs must be a positive number, got 0"),
     ("search.budget.latency_ms=-3", r"budget\.latency_ms must be a positive number, got -3"),
     ("seed=-1", r"recipe\.seed must be an integer >= 0, got -1"),

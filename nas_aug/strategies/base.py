@@ -8,8 +8,9 @@ subclasses :class:`Strategy` and registers itself in :data:`STRATEGIES`.
 The hooks, in the order of a fit: :meth:`~Strategy.setup` (the supernet, its space, the
 budget), :meth:`~Strategy.prepare` (once the input shape and cost table are known),
 :meth:`~Strategy.to` (the fit's device), then per epoch :meth:`~Strategy.set_epoch` and per
-training step :meth:`~Strategy.outer_step` (strategies with outer variables) and
-:meth:`~Strategy.train_paths`; :meth:`~Strategy.validation_sample` while validating; and
+training step :meth:`~Strategy.outer_step` (strategies with outer variables),
+:meth:`~Strategy.set_batch_loss` and :meth:`~Strategy.train_paths`;
+:meth:`~Strategy.validation_sample` while validating; and
 :meth:`~Strategy.finish`, which returns the :class:`~nas_aug.result.SearchResult`.
 """
 
@@ -153,6 +154,12 @@ class Strategy:
     def outer_step(self, step: OuterStep) -> None:
         """One step on the outer variables (only with ``has_outer_step``)."""
         raise NotImplementedError
+
+    def set_batch_loss(self, loss: Callable[[Sample], float | None]) -> None:
+        """Before each :meth:`train_paths`: ``loss(sample)`` activates ``sample`` and gives
+        the user's loss of it on this step's training batch (a forward without gradients
+        that leaves the model's buffers and the fit's random stream as they were; ``None``
+        where the user's step skips the batch), for strategies that choose paths by it."""
 
     def train_paths(self) -> list[Sample]:
         """Before the user's weight step: make what this step trains active in the supernet;

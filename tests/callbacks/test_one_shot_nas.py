@@ -78,7 +78,8 @@ class PathRecorder(pl.Callback):
         pl_module.backbone.register_forward_pre_hook(count)
 
 
-@pytest.mark.parametrize("sampling, per_step", [("uniform", 1), ("sandwich", 3)])
+@pytest.mark.parametrize("sampling, per_step", [("uniform", 1), ("sandwich", 3),
+                                                 ("attentive", 3)])
 def test_each_step_trains_sampled_paths(sampling, per_step):
     pl.seed_everything(0)
     model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
@@ -88,15 +89,17 @@ def test_each_step_trains_sampled_paths(sampling, per_step):
     assert recorder.forwards == [per_step] * 8
     if sampling == "uniform":
         assert len(set(recorder.depths)) > 1
-    else:  # the user's own step runs the largest path; smallest and random follow
+    else:  # the user's own step runs the largest path; smallest and random (attentive:
+        # chosen by forwards without gradients before the step) follow
         assert set(recorder.depths) == {(2, 3, 3, 3)}
 
 
-def test_resumed_fit_finds_the_same_architecture(tmp_path):
+@pytest.mark.parametrize("sampling", ["uniform", "attentive"])
+def test_resumed_fit_finds_the_same_architecture(tmp_path, sampling):
     def fit(max_epochs, ckpt_path=None, checkpoint=None):
         pl.seed_everything(0)
         model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
-        nas = OneShotNAS(**SEARCH)
+        nas = OneShotNAS(sampling=sampling, **SEARCH)
         callbacks = [nas] + ([checkpoint] if checkpoint else [])
         trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=4, limit_val_batches=2,
                              callbacks=callbacks, logger=False, enable_progress_bar=False,
@@ -249,6 +252,8 @@ def test_inplace_distillation_adds_the_kl_to_the_largest_paths_soft_predictions(
     (dict(sandwich_random=2), "needs sampling='sandwich'"),
     (dict(distill_weight=1.0), "distill_weight=1.0 distils .* needs sampling='sandwich'"),
     (dict(sampling="sandwich", distill_weight=-1.0), "distill_weight must be"),
+    (dict(sampling="attentive", attentive_candidates=1),
+     "attentive_candidates must be an integer >= 2, got 1"),
     (dict(sampling="sandwich", distill_weight=1.0, distill_temperature=0),
      "distill_temperature must be"),
     (dict(input_shape=(16, 1, 8, 8)), "must be \\(channels, height, width\\)"),
@@ -287,11 +292,12 @@ def test_validation_during_fit_uses_recalibrated_statistics_of_the_largest_path(
         torch.testing.assert_close(probe.after[key], value, msg=key)
 
 
-def test_sandwich_sampling_is_refused_in_multi_process_fits(monkeypatch):
+@pytest.mark.parametrize("sampling", ["sandwich", "attentive"])
+def test_sandwich_sampling_is_refused_in_multi_process_fits(monkeypatch, sampling):
     monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
     model = LitClassifier(create_space("mobilenet_tiny", **SPACE))
-    trainer = make_trainer([OneShotNAS(sampling="sandwich", **SEARCH)])
-    with pytest.raises(ValueError, match="sampling='sandwich' .* \\(world_size=2\\)"):
+    trainer = make_trainer([OneShotNAS(sampling=sampling, **SEARCH)])
+    with pytest.raises(ValueError, match=f"sampling='{sampling}' .* \\(world_size=2\\)"):
         trainer.fit(model, datamodule=DigitsDataModule())
     assert trainer.global_step == 0
 
