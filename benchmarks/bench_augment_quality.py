@@ -4,6 +4,7 @@ RandAugment race and DADA find inside one fit; test top-1 as mean and spread ove
 each row's cost relative to one plain training.
 
     python -m benchmarks.bench_augment_quality [--quick] [--tasks digits,fashion,orientation]
+        [--rows none,DADA] [--out FILE]
 
 Tasks: ``digits`` (scikit-learn's digits at 16x16, 10% of the training split), ``fashion``
 (Fashion-MNIST at 28x28, a share of the training set) and ``orientation`` (the same images,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -144,15 +146,21 @@ def _spread(values: list[float]) -> str:
         ", ".join(f"{v:.4f}" for v in values)
 
 
-def run_task(task: Task, seeds: int, epochs: int) -> list[str]:
+ROWS = (*FIXED, *SEARCHES)
+
+
+def run_task(task: Task, seeds: int, epochs: int, names: tuple[str, ...] = ROWS) -> list[str]:
+    """The task's section: ``names`` (of :data:`ROWS`; ``none`` always, the cost's base)."""
+    fixed = {label: FIXED[label] for label in FIXED if label in names or label == "none"}
+    searches = {label: SEARCHES[label] for label in SEARCHES if label in names}
     rows: dict[str, list[tuple[float, float]]] = {}
-    found: dict[str, list[str]] = {name: [] for name in SEARCHES}
+    found: dict[str, list[str]] = {name: [] for name in searches}
     for seed in range(seeds):
-        for label, policy in FIXED.items():
+        for label, policy in fixed.items():
             accuracy, seconds, _ = fit_and_test(task, seed, epochs, policy())
             rows.setdefault(label, []).append((accuracy, seconds))
             print(f"{task.name} seed {seed} {label}: {accuracy:.4f} ({seconds:.1f} s)", flush=True)
-        for label, method in SEARCHES.items():
+        for label, method in searches.items():
             accuracy, seconds, policy = fit_and_test(task, seed, epochs, search=method)
             rows.setdefault(f"{label}, in the fit", []).append((accuracy, seconds))
             found[label].append(describe(policy))
@@ -163,7 +171,7 @@ def run_task(task: Task, seeds: int, epochs: int) -> list[str]:
     plain = statistics.mean(s for _, s in rows["none"])
     sizes = task.datamodule(0)
     sizes.setup()
-    best_fixed = max(FIXED, key=lambda label: statistics.mean(a for a, _ in rows[label]))
+    best_fixed = max(fixed, key=lambda label: statistics.mean(a for a, _ in rows[label]))
     lines = [f"## {task.name}: {task.about}", "",
              f"{sizes.sizes['train']} training images, {sizes.sizes['heldout']} held out, "
              f"{sizes.sizes['test']} test; {epochs} epochs, seeds 0..{seeds - 1}. Cost: the "
@@ -175,7 +183,8 @@ def run_task(task: Task, seeds: int, epochs: int) -> list[str]:
         cost = statistics.mean(s for _, s in results) / plain
         lines.append(f"| {label} | {_spread([a for a, _ in results])} | {cost:.2f}x |")
     best = [a for a, _ in rows[best_fixed]]
-    lines += ["", f"Best fixed row: {best_fixed} ({statistics.mean(best):.4f}, spread "
+    lines += ["", f"Best fixed row{'' if len(fixed) == len(FIXED) else ' of those run'}: "
+              f"{best_fixed} ({statistics.mean(best):.4f}, spread "
               f"{min(best):.4f} - {max(best):.4f}).", "", "Policies found (per seed):", ""]
     for label, policies in found.items():
         lines += [f"- {label}: " + "; ".join(f"seed {i}: {text}" for i, text in
@@ -188,6 +197,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: a smoke run")
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated, of {list(TASKS)}")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated, of {list(ROWS)} (none always runs: the cost's "
+                             "base)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every fit (default: each task's own)")
@@ -198,6 +210,9 @@ def main() -> None:
     unknown = [name for name in names if name not in TASKS]
     if unknown:
         parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
+    rows = tuple(name.strip() for name in args.rows.split(",") if name.strip())
+    if unknown := [name for name in rows if name not in ROWS]:
+        parser.error(f"unknown row(s) {unknown}; rows are {list(ROWS)}")
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -210,7 +225,7 @@ def main() -> None:
             left_out.append(f"{name} (Fashion-MNIST is not in {DEFAULT_ROOT}: make data)")
             continue
         epochs = 2 if args.quick else (args.epochs or task.epochs)
-        sections += run_task(task, 1 if args.quick else args.seeds, epochs)
+        sections += run_task(task, 1 if args.quick else args.seeds, epochs, rows)
     lines = ["# Augmentation policies: fixed defaults against searched ones", "",
              f"A fixed 3-conv network, AdamW + cosine, batch {BATCH}, {args.threads} CPU "
              f"thread{'s' if args.threads > 1 else ''}; data split, weights and augmentation "
@@ -218,7 +233,8 @@ def main() -> None:
              "held-out split; the test split is used for these figures only. Targets (issue "
              "#14): the best searched row within the seed spread of the best fixed row on "
              "every task, above TrivialAugment and RandAugment on orientation, at most 1.5x "
-             "one training. Reproduce with `python -m benchmarks.bench_augment_quality`; "
+             "one training. Reproduce with `python -m benchmarks.bench_augment_quality"
+             f"{''.join(' ' + arg for arg in sys.argv[1:])}`; "
              f"this run took {(time.perf_counter() - started) / 60:.0f} min."
              + ("" if not args.quick else " **Quick smoke run: the figures mean nothing.**"),
              ""]

@@ -20,6 +20,7 @@ from ._lightning import batch_transfer_owner
 from ._outer_loop import OuterLoop
 
 SEARCH_FILE = "augment_search.json"
+HISTORY_PLOT_FILE = "policy_history.png"  # a differentiable policy's per-op values per epoch
 
 
 def _find_images(batch: Any, image_key: str) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
@@ -48,7 +49,9 @@ class AugmentSearch(OuterLoop):
     validation data unless ``heldout`` is given); the policy's parameters live here, never in
     the user's optimizer. ``method`` is ``"dada"`` or ``"randaugment"``; ``**options`` go to
     :class:`~nas_aug.augment.search.DadaSearch` / ``RandAugmentSearch``. When training ends the
-    found policy is in ``result`` and, with ``export_dir``, in ``policy.json``. In a fit
+    found policy is in ``result`` and, with ``export_dir``, in ``policy.json`` (DADA's
+    per-op weights, probabilities and magnitudes over the epochs also in
+    ``policy_history.png``). In a fit
     with ``OneShotNAS`` too, both take their held-out batch of a step from one stream.
 
     Args:
@@ -186,6 +189,11 @@ class AugmentSearch(OuterLoop):
             self.export_dir.mkdir(parents=True, exist_ok=True)
             save_policy(policy, self.export_dir / POLICY_FILE)
             write_json(self.export_dir / SEARCH_FILE, self.result)
+            if self.result.get("history"):
+                from ..plots import plot_policy_history
+
+                plot_policy_history(self.result["history"], self.result["ops"],
+                                    self.export_dir / HISTORY_PLOT_FILE)
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OuterOptimizer", "OuterStep", "gradients", "preserved_buffers",
-           "unrolled_hypergradient"]
+__all__ = ["OuterOptimizer", "OuterStep", "gradients", "lookahead_hypergradient",
+           "preserved_buffers", "unrolled_hypergradient"]
 
 
 @dataclass(frozen=True)
@@ -134,20 +134,55 @@ def unrolled_hypergradient(train_loss: Callable[[], Tensor], heldout_loss: Calla
     original = [w.detach().clone() for w in weights]
     try:
         _add_(weights, gradients(train_loss(), weights), -lr)  # w' = w - lr * grad_w L_train
-        heldout_grads = gradients(heldout_loss(), weights + outer)
-        direction, direct = heldout_grads[:len(weights)], heldout_grads[len(weights):]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d)
-                                                     for d in direction]))
-        if not torch.isfinite(norm) or norm.item() == 0.0:
-            return direct
-        eps = eps_scale / norm.item()
-        with torch.no_grad():
-            torch._foreach_copy_(weights, original)
-        _add_(weights, direction, eps)
-        plus = gradients(train_loss(), outer)
-        _add_(weights, direction, -2 * eps)
-        minus = gradients(train_loss(), outer)
-        return [d - lr * (p - m) / (2 * eps) for d, p, m in zip(direct, plus, minus)]
+        return _through_one_step(train_loss, heldout_loss, weights, outer, lr, original,
+                                 eps_scale)
     finally:
         with torch.no_grad():
             torch._foreach_copy_(weights, original)
+
+
+def lookahead_hypergradient(train_loss: Callable[[], Tensor], heldout_loss: Callable[[], Tensor],
+                            weights: Sequence[Tensor], outer: Sequence[Tensor], lr: float,
+                            eps_scale: float = 0.01) -> list[Tensor]:
+    """:func:`unrolled_hypergradient` with the held-out gradient taken at the current weights
+    instead of after the virtual step: ``dL_val/dalpha - lr * d/dalpha <grad_w L_val(w),
+    grad_w L_train(w, alpha)>``, the one-step lookahead to first order in ``lr``. It skips the
+    virtual step: three forward-backward passes instead of four, two of ``train_loss``.
+
+    >>> w, alpha = torch.nn.Parameter(torch.tensor([1.0])), torch.tensor([2.0], requires_grad=True)
+    >>> grad, = lookahead_hypergradient(lambda: ((w - alpha) ** 2).sum(),
+    ...                                 lambda: ((w - 3.0) ** 2).sum(), [w], [alpha], lr=0.1)
+    >>> round(grad.item(), 3)  # -lr * d/dalpha (2 (w - 3) * 2 (w - alpha)) = -0.1 * 4 * 2
+    -0.8
+    """
+    weights, outer = list(weights), list(outer)
+    original = [w.detach().clone() for w in weights]
+    try:
+        return _through_one_step(train_loss, heldout_loss, weights, outer, lr, original,
+                                 eps_scale)
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(weights, original)
+
+
+def _through_one_step(train_loss: Callable[[], Tensor], heldout_loss: Callable[[], Tensor],
+                      weights: list[Tensor], outer: list[Tensor], lr: float,
+                      original: list[Tensor], eps_scale: float) -> list[Tensor]:
+    """The held-out gradient at the weights as they are, then ``dL_val/dalpha - lr * H v``
+    with ``H v = (grad_alpha L_train(w0 + eps v) - grad_alpha L_train(w0 - eps v)) / (2 eps)``
+    around ``original`` (``w0``), ``v`` the held-out gradient in the weights and
+    ``eps = eps_scale / |v|``. Leaves the weights perturbed: the caller restores them."""
+    heldout_grads = gradients(heldout_loss(), weights + outer)
+    direction, direct = heldout_grads[:len(weights)], heldout_grads[len(weights):]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d)
+                                                 for d in direction]))
+    if not torch.isfinite(norm) or norm.item() == 0.0:
+        return direct
+    eps = eps_scale / norm.item()
+    with torch.no_grad():
+        torch._foreach_copy_(weights, original)
+    _add_(weights, direction, eps)
+    plus = gradients(train_loss(), outer)
+    _add_(weights, direction, -2 * eps)
+    minus = gradients(train_loss(), outer)
+    return [d - lr * (p - m) / (2 * eps) for d, p, m in zip(direct, plus, minus)]

@@ -1,4 +1,5 @@
-"""Plots of a finished search: held-out score against MACs with the Pareto front, and progress.
+"""Plots of a finished search: held-out score against MACs with the Pareto front, progress, and
+how a differentiable policy's per-op choices moved over the fit.
 
 Each candidate is a dict (a :class:`~nas_aug.result.Candidate` as JSON) with at least
 ``score`` (held-out score, higher is better), ``macs`` (multiply-adds, fvcore's "flops"),
@@ -124,6 +125,67 @@ def plot_progress(candidates: Sequence[Mapping[str, Any]], path: str | os.PathLi
     ax.set_title("Search progress")
     ax.set_xlim(left=0)
     return _finish(fig, ax, path)
+
+
+POLICY_HISTORY_KEYS = ("weight", "probability", "magnitude")
+
+
+def plot_policy_history(history: Sequence[Mapping[str, Any]], ops: Sequence[str],
+                        path: str | os.PathLike) -> Path:
+    """Each op's weight (the chance a slot draws it), application probability and magnitude
+    at the end of every epoch, one panel each: ``history`` is ``DadaSearch.history`` (dicts
+    with ``epoch`` and one list per key, in the order of ``ops``).
+
+    Writes a PNG to ``path`` atomically and returns the path.
+
+    >>> import tempfile
+    >>> entry = {"epoch": 0, "weight": [0.6, 0.4], "probability": [0.2, 0.7],
+    ...          "magnitude": [0.5, 0.9]}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_policy_history([entry], ["hflip", "rotate"], f"{tmp}/h.png").name
+    'h.png'
+    """
+    if len(history) == 0:
+        raise ValueError("no epochs to plot: the history is empty")
+    for i, entry in enumerate(history):
+        for key in ("epoch", *POLICY_HISTORY_KEYS):
+            if key not in entry:
+                raise ValueError(f"history entry {i} has no {key!r} key (has "
+                                 f"{sorted(map(str, entry))})")
+        for key in POLICY_HISTORY_KEYS:
+            if len(entry[key]) != len(ops):
+                raise ValueError(f"history entry {i} has {len(entry[key])} {key} values for "
+                                 f"{len(ops)} ops")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11.0, 3.8), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, sharex=True)
+    epochs = [entry["epoch"] + 1 for entry in history]
+    colors = [_color(i) for i in range(len(ops))]
+    titles = {"weight": "op weight (chance a slot draws it)",
+              "probability": "application probability", "magnitude": "magnitude"}
+    for ax, key in zip(axes, POLICY_HISTORY_KEYS):
+        for i, name in enumerate(ops):
+            ax.plot(epochs, [entry[key][i] for entry in history], color=colors[i],
+                    linewidth=1.3, marker="." if len(epochs) < 3 else None, label=name)
+        ax.set_title(titles[key], fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    axes[1].set_ylim(0, 1)
+    axes[2].set_ylim(0, 1)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", frameon=False)
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    return path
+
+
+def _color(index: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](index % 20)
 
 
 def _check_candidates(candidates: Sequence[Mapping[str, Any]]) -> None:

@@ -1,12 +1,16 @@
-"""A relaxed augmentation policy whose choices are learnable: DADA's search space.
+"""A relaxed augmentation policy whose choices are learnable: DADA's search space, shared per op.
 
-DADA (Li et al. 2020) makes the AutoAugment space differentiable: every ordered pair of ops is a
-sub-policy with a learnable weight, and each of its ops has a learnable application probability
-and magnitude. Per sample, a sub-policy is drawn by Gumbel-softmax (hard, straight-through), each
-op fires by a relaxed Bernoulli draw (hard, straight-through), and magnitudes reach the loss
-through the op itself where the op is differentiable in its magnitude (geometric and blending
-ops) and by a straight-through estimator where it is not (``posterize``, ``solarize`` and the
-whole-pixel ``crop`` and ``cutout``).
+DADA (Li et al. 2020) makes the AutoAugment space differentiable: a sub-policy is an ordered
+tuple of ops, each with a learnable application probability and magnitude. Here every op has
+one weight, one probability and one magnitude, shared by every slot of every sub-policy it
+appears in (DADA learns them per sub-policy: with 14 ops and pairs that is 196 weights and 392
+probabilities and magnitudes, each of which sees about one sample of a batch in 200, and whose
+gradients are too noisy to move them; shared, each sees every sample that draws its op). Per
+sample and slot, an op is drawn by Gumbel-softmax over the op weights (hard, straight-through),
+fires by a relaxed Bernoulli draw (hard, straight-through), and its magnitude reaches the loss
+through the op itself where the op is differentiable in it (geometric and blending ops) and by
+a straight-through estimator where it is not (``posterize``, ``solarize`` and the whole-pixel
+``crop`` and ``cutout``).
 
 Randomness is drawn apart from its application (:meth:`DifferentiablePolicy.sample_noise`), so
 one draw can be applied several times, as the finite-difference hypergradient needs.
@@ -46,9 +50,10 @@ _STRAIGHT_THROUGH = frozenset({"posterize", "solarize", "crop", "cutout"})
 
 @dataclass(frozen=True, eq=False)
 class PolicyNoise:
-    """The randomness of one relaxed batch: Gumbel noise ``(B, K)`` over the ``K`` sub-policies,
-    logistic noise ``(B, L)`` for the ``L`` application draws, ``(B, L)`` signs and ``(B, L, 2)``
-    positions for crop and cutout (zeros, and not drawn, where the ops have neither)."""
+    """The randomness of one relaxed batch of ``B`` samples with ``L`` slots over ``n`` ops:
+    Gumbel noise ``(B, L, n)`` for the op draws, logistic noise ``(B, L)`` for the application
+    draws, ``(B, L)`` signs and ``(B, L, 2)`` positions for crop and cutout (zeros, and not
+    drawn, where the ops have neither)."""
 
     gumbel: Tensor
     logistic: Tensor
@@ -61,16 +66,17 @@ def _straight_through(hard: Tensor, soft: Tensor) -> Tensor:
 
 
 class DifferentiablePolicy(nn.Module):
-    """DADA's relaxed policy over ordered ``ops_per_sub_policy``-tuples of ``ops``.
+    """A relaxed policy of ``ops_per_sub_policy`` slots, each drawing one of ``ops``.
 
-    Parameters: ``logits`` ``(K,)`` (sub-policy weights), ``probability_logits`` ``(K, L)``
-    (sigmoid gives each op's probability) and ``magnitudes`` ``(K, L)`` in ``[0, 1]`` (kept
-    there by :meth:`project_`). ``forward(images, noise)`` is differentiable in all three;
-    :meth:`to_policy` turns the ``top_k`` heaviest sub-policies into a plain :class:`Policy`.
+    Parameters, one entry per op: ``logits`` (the op weights: a slot draws op ``i`` with
+    probability ``softmax(logits)[i]``), ``probability_logits`` (sigmoid gives the op's
+    application probability) and ``magnitudes`` in ``[0, 1]`` (kept there by
+    :meth:`project_`). ``forward(images, noise)`` is differentiable in all three;
+    :meth:`to_policy` turns the ``top_k`` most probable op tuples into a plain :class:`Policy`.
 
     >>> policy = DifferentiablePolicy(ops=("rotate", "brightness"))
     >>> [tuple(p.shape) for p in policy.parameters()]
-    [(4,), (4, 2), (4, 2)]
+    [(2,), (2,), (2,)]
     """
 
     def __init__(self, ops: tuple[str, ...] = AUTOAUGMENT_OPS, ops_per_sub_policy: int = 2,
@@ -80,7 +86,7 @@ class DifferentiablePolicy(nn.Module):
         if isinstance(ops, str) or not ops:
             raise ValueError(f"ops must be a non-empty tuple of op names, got {ops!r}")
         self.ops = tuple(get_op(name).name for name in ops)
-        length = check_int("ops_per_sub_policy", ops_per_sub_policy, 1)
+        self.ops_per_sub_policy = check_int("ops_per_sub_policy", ops_per_sub_policy, 1)
         if not (isinstance(initial_probability, float) and 0.0 < initial_probability < 1.0):
             raise ValueError(f"initial_probability must be a float in (0, 1) (a logit is "
                              f"learned), got {initial_probability!r}")
@@ -88,13 +94,11 @@ class DifferentiablePolicy(nn.Module):
             raise ValueError(f"initial_magnitude must be a float in [0, 1], "
                              f"got {initial_magnitude!r}")
         self.temperature = check_positive("temperature", temperature)
-        tuples = list(itertools.product(range(len(self.ops)), repeat=length))
-        self.register_buffer("sub_policy_ops", torch.tensor(tuples, dtype=torch.long))
-        count = len(tuples)
+        count = len(self.ops)
         self.logits = nn.Parameter(torch.zeros(count))
         self.probability_logits = nn.Parameter(
-            torch.full((count, length), math.log(initial_probability / (1 - initial_probability))))
-        self.magnitudes = nn.Parameter(torch.full((count, length), float(initial_magnitude)))
+            torch.full((count,), math.log(initial_probability / (1 - initial_probability))))
+        self.magnitudes = nn.Parameter(torch.full((count,), float(initial_magnitude)))
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -103,16 +107,13 @@ class DifferentiablePolicy(nn.Module):
 
     @property
     def num_sub_policies(self) -> int:
-        return self.sub_policy_ops.shape[0]
-
-    @property
-    def ops_per_sub_policy(self) -> int:
-        return self.sub_policy_ops.shape[1]
+        """The ordered op tuples a sample can draw."""
+        return len(self.ops) ** self.ops_per_sub_policy
 
     def sample_noise(self, batch_size: int) -> PolicyNoise:
         """Draw one batch's randomness with the module's generator (on the CPU)."""
         shape = (batch_size, self.ops_per_sub_policy)
-        uniform = torch.rand((batch_size, self.num_sub_policies), generator=self.generator)
+        uniform = torch.rand((*shape, len(self.ops)), generator=self.generator)
         gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7)))
         u = torch.rand(shape, generator=self.generator).clamp(1e-6, 1 - 1e-6)
         sign = torch.randint(0, 2, shape, generator=self.generator) * 2.0 - 1.0
@@ -122,24 +123,26 @@ class DifferentiablePolicy(nn.Module):
 
     def forward(self, images: Tensor, noise: PolicyNoise) -> Tensor:
         check_images(images)
-        if noise.gumbel.shape != (images.shape[0], self.num_sub_policies):
-            raise ValueError(f"noise was drawn for {noise.gumbel.shape[0]} samples and "
-                             f"{noise.gumbel.shape[1]} sub-policies; the batch has "
-                             f"{images.shape[0]} samples and the policy {self.num_sub_policies}")
+        expected = (images.shape[0], self.ops_per_sub_policy, len(self.ops))
+        if noise.gumbel.shape != expected:
+            raise ValueError(f"noise was drawn for {noise.gumbel.shape[0]} samples, "
+                             f"{noise.gumbel.shape[1]} slots and {noise.gumbel.shape[2]} ops; "
+                             f"the batch has {images.shape[0]} samples and the policy "
+                             f"{self.ops_per_sub_policy} slots of {len(self.ops)} ops")
         device = self.logits.device
         gumbel, logistic = noise.gumbel.to(device), noise.logistic.to(device)
-        soft = torch.softmax((self.logits + gumbel) / self.temperature, dim=1)
-        chosen = soft.argmax(dim=1)
+        soft = torch.softmax((self.logits + gumbel) / self.temperature, dim=2)
+        chosen = soft.argmax(dim=2)  # (B, L)
         weight = _straight_through(torch.ones_like(chosen, dtype=soft.dtype),
-                                   soft.gather(1, chosen[:, None]).squeeze(1))
-        original = images.clamp(0.0, 1.0)
-        out = original
+                                   soft.gather(2, chosen[..., None]).squeeze(2))
+        out = images.clamp(0.0, 1.0)
         for slot in range(self.ops_per_sub_policy):
-            op_index = self.sub_policy_ops[chosen, slot]
-            fire_soft = torch.sigmoid((self.probability_logits[chosen, slot]
-                                       + logistic[:, slot]) / self.temperature)
+            op_index = chosen[:, slot]
+            fire_soft = torch.sigmoid((self.probability_logits[op_index] + logistic[:, slot])
+                                      / self.temperature)
             fires = _straight_through((fire_soft > 0.5).to(fire_soft.dtype), fire_soft)
-            magnitude = self.magnitudes[chosen, slot].clamp(0.0, 1.0)
+            gate = weight[:, slot] * fires  # 1 in value; the op weight's and probability's path
+            magnitude = self.magnitudes[op_index].clamp(0.0, 1.0)
             sign = noise.sign[:, slot].to(device)
             position = noise.position[:, slot].to(device)
             for index in op_index.unique().tolist():
@@ -149,47 +152,65 @@ class DifferentiablePolicy(nn.Module):
                 after = op.apply(before, strength, sign[rows], position[rows])
                 if op.has_magnitude and op.name in _STRAIGHT_THROUGH:
                     after = after.detach() + (strength - strength.detach())[:, None, None, None]
-                gate = fires[rows][:, None, None, None].to(out.dtype)
-                out = out.index_copy(0, rows, before + gate * (after - before))
-        gate = weight[:, None, None, None].to(out.dtype)
-        return original + gate * (out - original)
+                out = out.index_copy(0, rows, before + gate[rows][:, None, None, None].to(
+                    out.dtype) * (after - before))
+        return out
 
     @torch.no_grad()
     def project_(self) -> None:
         """Clip the magnitudes back into ``[0, 1]`` after an optimizer step."""
         self.magnitudes.clamp_(0.0, 1.0)
 
-    def sub_policy_probabilities(self) -> Tensor:
+    def op_weights(self) -> Tensor:
+        """The probability that a slot draws each op."""
         return torch.softmax(self.logits.detach(), dim=0)
+
+    def op_probabilities(self) -> Tensor:
+        """Each op's probability of being applied once drawn."""
+        return torch.sigmoid(self.probability_logits.detach())
 
     def entropy(self) -> float:
         """The entropy (nats) of the sub-policy distribution; ``log K`` when uniform."""
-        p = self.sub_policy_probabilities()
-        return float(-(p * torch.log(p.clamp_min(1e-12))).sum())
+        p = self.op_weights()
+        return self.ops_per_sub_policy * float(-(p * torch.log(p.clamp_min(1e-12))).sum())
+
+    def _heaviest(self, top_k: int) -> list[tuple[float, tuple[int, ...]]]:
+        """The ``top_k`` most probable op tuples with their probability, heaviest first (ties
+        in the order of ``ops``)."""
+        weights = self.op_weights().cpu().tolist()
+        tuples = itertools.product(range(len(self.ops)), repeat=self.ops_per_sub_policy)
+        ranked = sorted(((math.prod(weights[i] for i in t), t) for t in tuples),
+                        key=lambda entry: -entry[0])
+        return ranked[:top_k]
 
     def to_policy(self, top_k: int = 25, name: str = "dada") -> Policy:
-        """The ``top_k`` most probable sub-policies with their learned probabilities and
-        magnitudes (rounded to 4 decimals), drawn uniformly per sample, as DADA exports."""
+        """The ``top_k`` most probable sub-policies with the learned probabilities and
+        magnitudes of their ops (rounded to 4 decimals), drawn uniformly per sample, as DADA
+        exports."""
         check_int("top_k", top_k, 1)
-        order = torch.argsort(self.sub_policy_probabilities(), descending=True, stable=True)
-        probability = torch.sigmoid(self.probability_logits.detach()).cpu()
+        probability = self.op_probabilities().cpu()
         magnitude = self.magnitudes.detach().clamp(0.0, 1.0).cpu()
-        subs = []
-        for k in order[:top_k].tolist():
-            subs.append(tuple(
-                OpSpec(self.ops[i], round(float(probability[k, j]), 4),
-                       round(float(magnitude[k, j]), 4) if get_op(self.ops[i]).has_magnitude
-                       else 0.0)
-                for j, i in enumerate(self.sub_policy_ops[k].tolist())))
-        return Policy(tuple(subs), name=name)
+
+        def spec(i: int) -> OpSpec:
+            return OpSpec(self.ops[i], round(float(probability[i]), 4),
+                          round(float(magnitude[i]), 4) if get_op(self.ops[i]).has_magnitude
+                          else 0.0)
+
+        return Policy(tuple(tuple(spec(i) for i in t) for _, t in self._heaviest(top_k)),
+                      name=name)
 
     def summary(self, top_k: int = 10) -> list[dict[str, Any]]:
         """The ``top_k`` sub-policies with their probability of being drawn, as plain data."""
-        weights = self.sub_policy_probabilities().cpu()
         policy = self.to_policy(top_k)
-        order = torch.argsort(weights, descending=True, stable=True)[:top_k].tolist()
-        return [{"weight": round(float(weights[k]), 6), "ops": [op.to_json() for op in ops]}
-                for k, ops in zip(order, policy.sub_policies)]
+        return [{"weight": round(weight, 6), "ops": [op.to_json() for op in ops]}
+                for (weight, _), ops in zip(self._heaviest(top_k), policy.sub_policies)]
+
+    def op_table(self) -> dict[str, list[float]]:
+        """Per op, in the order of ``ops``: weight, probability and magnitude, as plain data."""
+        return {"weight": [round(float(v), 6) for v in self.op_weights()],
+                "probability": [round(float(v), 6) for v in self.op_probabilities()],
+                "magnitude": [round(float(v), 6) for v in
+                              self.magnitudes.detach().clamp(0.0, 1.0)]}
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generator_state": self.generator.get_state()}

@@ -5,8 +5,9 @@ with the user's own loss on training and held-out batches (:meth:`outer_step`), 
 choices at the end of an epoch (:meth:`end_epoch`), and names the policy it found
 (:meth:`best_policy`). All of its state is in ``state_dict()``.
 
-* :class:`DadaSearch`: DADA's differentiable search; the policy follows the hypergradient of the
-  held-out loss through one virtual training step (see :mod:`nas_aug.bilevel`).
+* :class:`DadaSearch`: DADA's differentiable search, with one weight, probability and magnitude
+  per op; the policy follows the hypergradient of the held-out loss after one virtual
+  training step (see :mod:`nas_aug.bilevel`).
 * :class:`RandAugmentSearch`: RandAugment's ``(N, M)`` (over all its ops or named subsets of
   them) and fixed presets (no augmentation, TrivialAugment, crop + flip) by successive halving
   in one fit. Every sample is augmented with a candidate drawn from those still in the race;
@@ -39,7 +40,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..bilevel import OuterOptimizer, OuterStep, gradients, unrolled_hypergradient
+from ..bilevel import (
+    OuterOptimizer,
+    OuterStep,
+    gradients,
+    lookahead_hypergradient,
+    unrolled_hypergradient,
+)
 from ..registry import Registry
 from ..validation import check_int, check_positive
 from .apply import apply_params, sample_params
@@ -50,6 +57,9 @@ from .policy import PRESETS, Policy, RandAugment
 __all__ = ["METHODS", "DadaSearch", "PolicySearch", "RandAugmentSearch"]
 
 METHODS: Registry[type[PolicySearch]] = Registry("augmentation search method")
+HYPERGRADIENTS = Registry("hypergradient")
+HYPERGRADIENTS.add("unrolled", unrolled_hypergradient)  # through one virtual step: 4 passes
+HYPERGRADIENTS.add("lookahead", lookahead_hypergradient)  # to first order in lr: 3 passes
 
 
 class PolicySearch:
@@ -99,19 +109,24 @@ def _norm(tensors: list[Tensor]) -> Tensor:
 
 @METHODS.register("dada")
 class DadaSearch(PolicySearch):
-    """DADA (Li et al. 2020): a :class:`DifferentiablePolicy` trained by Adam on the unrolled
-    held-out hypergradient every ``update_every`` steps; exports its ``top_k`` sub-policies.
+    """DADA (Li et al. 2020): a :class:`DifferentiablePolicy` trained by Adam on the held-out
+    hypergradient every ``update_every`` steps; exports its ``top_k`` sub-policies and keeps
+    each op's weight, probability and magnitude after every epoch in ``history``.
 
     Args:
         ops: the ops whose ordered pairs are the sub-policies.
         temperature: the relaxation's temperature (Gumbel-softmax and relaxed Bernoulli).
         lr: Adam's learning rate on the policy's parameters.
         update_every: training steps between outer steps.
+        hypergradient: ``"unrolled"`` (through one virtual training step, DARTS's second-order
+            form: four forward-backward passes) or ``"lookahead"`` (the same to first order
+            in the virtual step's learning rate, without taking it: three).
         top_k: sub-policies in the exported policy.
         seed: seeds the policy's draws.
 
     Raises:
-        ValueError: an unknown op or a value out of range, named with what is accepted.
+        ValueError: an unknown op or hypergradient, or a value out of range, named with what
+            is accepted.
 
     >>> method = DadaSearch(ops=("rotate", "invert"), seed=0)
     >>> method.policy.num_sub_policies, method.best_policy().name
@@ -121,13 +136,17 @@ class DadaSearch(PolicySearch):
     name = "dada"
 
     def __init__(self, ops: Sequence[str] = AUTOAUGMENT_OPS, temperature: float = 0.5,
-                 lr: float = 0.005, update_every: int = 1, top_k: int = 25, seed: int = 0):
+                 lr: float = 0.05, update_every: int = 8, hypergradient: str = "lookahead",
+                 top_k: int = 25, seed: int = 0):
         self.lr = check_positive("lr", lr)
+        self.hypergradient = hypergradient
+        self._hypergradient = HYPERGRADIENTS.get(hypergradient)
         self.policy = DifferentiablePolicy(tuple(ops), temperature=temperature, seed=seed)
         self.update_every = check_int("update_every", update_every, 1)
         self.top_k = check_int("top_k", top_k, 1)
         self.optimizer = OuterOptimizer(self.policy, self.lr)
         self.updates = 0
+        self.history: list[dict[str, Any]] = []  # the op table at the end of each epoch
 
     def setup(self, device: torch.device) -> None:
         self.optimizer.to(device)
@@ -141,8 +160,8 @@ class DadaSearch(PolicySearch):
             return
         noise = self.policy.sample_noise(step.images.shape[0])
         outer = list(self.policy.parameters())
-        grads = unrolled_hypergradient(lambda: step.train_loss(self.policy(step.images, noise)),
-                                       step.heldout_loss, step.weights, outer, step.lr)
+        grads = self._hypergradient(lambda: step.train_loss(self.policy(step.images, noise)),
+                                    step.heldout_loss, step.weights, outer, step.lr)
         self.optimizer.step(grads if step.reduce is None else [step.reduce(g) for g in grads])
         self.policy.project_()
         self.updates += 1
@@ -150,25 +169,29 @@ class DadaSearch(PolicySearch):
     def best_policy(self) -> Policy:
         return self.policy.to_policy(self.top_k)
 
+    def end_epoch(self, epoch: int, max_epochs: int) -> None:
+        self.history.append({"epoch": epoch, "updates": self.updates,
+                             **self.policy.op_table()})
+
     def metrics(self) -> dict[str, float]:
-        probability = torch.sigmoid(self.policy.probability_logits.detach())
         return {"entropy": self.policy.entropy(),
-                "max_weight": float(self.policy.sub_policy_probabilities().max()),
-                "mean_probability": float(probability.mean()),
+                "max_op_weight": float(self.policy.op_weights().max()),
+                "mean_probability": float(self.policy.op_probabilities().mean()),
                 "mean_magnitude": float(self.policy.magnitudes.detach().mean())}
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "updates": self.updates, **self.metrics(),
-                "top_sub_policies": self.policy.summary()}
+                "ops": list(self.policy.ops), **self.policy.op_table(),
+                "top_sub_policies": self.policy.summary(), "history": self.history}
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "updates": self.updates}
+                "updates": self.updates, "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.updates = state["updates"]
+        self.updates, self.history = state["updates"], list(state["history"])
 
 
 SCORES = ("cosine", "dot")

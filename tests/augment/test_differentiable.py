@@ -17,15 +17,16 @@ def _random_projection(out):
 
 
 def _reference(policy, images, noise):
-    """Each sample on its own: the arg-max sub-policy, each op applied where its logit wins."""
-    chosen = (policy.logits.detach() + noise.gumbel).argmax(1)
+    """Each sample on its own: per slot the arg-max op, applied where its logit wins, with the
+    op's own magnitude (the same in every slot)."""
+    chosen = (policy.logits.detach() + noise.gumbel).argmax(2)
     out = []
     for b in range(images.shape[0]):
         image = images[b:b + 1]
-        for slot, index in enumerate(policy.sub_policy_ops[chosen[b]].tolist()):
-            if policy.probability_logits[chosen[b], slot] + noise.logistic[b, slot] > 0:
+        for slot, index in enumerate(chosen[b].tolist()):
+            if policy.probability_logits[index] + noise.logistic[b, slot] > 0:
                 image = get_op(policy.ops[index]).apply(
-                    image, policy.magnitudes[chosen[b], slot].detach().reshape(1),
+                    image, policy.magnitudes[index].detach().reshape(1),
                     noise.sign[b:b + 1, slot], noise.position[b:b + 1, slot])
         out.append(image)
     return torch.cat(out)
@@ -46,8 +47,8 @@ def test_forward_value_is_the_hard_sample_applied_per_sample(ops, images):
 def test_samples_of_one_batch_draw_different_sub_policies():
     policy = DifferentiablePolicy(seed=0)
     noise = policy.sample_noise(32)
-    chosen = (policy.logits.detach() + noise.gumbel).argmax(1)
-    assert len(chosen.unique()) > 16
+    chosen = (policy.logits.detach() + noise.gumbel).argmax(2)
+    assert len({tuple(pair) for pair in chosen.tolist()}) > 16
 
 
 def test_gradients_reach_every_kind_of_parameter(rgb):
@@ -77,17 +78,36 @@ def test_noise_replays_and_the_generator_state_travels(gray):
 
 
 def test_to_policy_keeps_the_heaviest_sub_policies_with_learned_values():
-    policy = DifferentiablePolicy(("rotate", "invert"), seed=0)  # (r,r) (r,i) (i,r) (i,i)
+    policy = DifferentiablePolicy(("rotate", "invert", "solarize"), seed=0)
     with torch.no_grad():
-        policy.logits.copy_(torch.tensor([0.0, 3.0, 1.0, -2.0]))
-        policy.probability_logits[1] = torch.tensor([0.0, 2.0])
-        policy.magnitudes[1] = torch.tensor([0.25, 0.9])
-    exported = policy.to_policy(top_k=2)
-    assert exported.sub_policies[0] == (OpSpec("rotate", 0.5, 0.25), OpSpec("invert", 0.8808, 0.0))
-    assert [op.name for op in exported.sub_policies[1]] == ["invert", "rotate"]
+        policy.logits.copy_(torch.tensor([1.0, 2.0, -1.0]))  # invert, then rotate
+        policy.probability_logits.copy_(torch.tensor([0.0, 2.0, 0.0]))
+        policy.magnitudes.copy_(torch.tensor([0.25, 0.7, 0.5]))
+    exported = policy.to_policy(top_k=3)
+    rotate, invert = OpSpec("rotate", 0.5, 0.25), OpSpec("invert", 0.8808, 0.0)
+    assert exported.sub_policies == ((invert, invert), (rotate, invert), (invert, rotate))
     assert Policy.from_json(exported.to_json()) == exported
-    assert [entry["weight"] for entry in policy.summary(2)] == sorted(
-        (entry["weight"] for entry in policy.summary(2)), reverse=True)
+    weights = torch.softmax(torch.tensor([1.0, 2.0, -1.0]), 0).tolist()
+    assert [entry["weight"] for entry in policy.summary(3)] == pytest.approx(
+        [weights[1] ** 2, weights[0] * weights[1], weights[0] * weights[1]], abs=1e-6)
+    assert policy.op_table()["probability"] == pytest.approx([0.5, 0.880797, 0.5], abs=1e-6)
+
+
+def test_an_op_shares_its_parameters_across_slots(gray):
+    policy = DifferentiablePolicy(("rotate", "brightness"), seed=0)
+    noise = policy.sample_noise(gray.shape[0])
+    noise.gumbel[:, :, 0] = 100.0  # every slot of every sample draws rotate
+    noise.logistic.fill_(100.0)  # and applies it
+    _random_projection(policy(gray, noise)).backward()
+    assert policy.magnitudes.grad[0] != 0 and policy.magnitudes.grad[1] == 0
+    with torch.no_grad():
+        policy.magnitudes[0] = 0.8
+    rotate = get_op("rotate").apply
+    expected = gray
+    for slot in range(2):
+        expected = rotate(expected, torch.full((gray.shape[0],), 0.8), noise.sign[:, slot],
+                         noise.position[:, slot])
+    torch.testing.assert_close(policy(gray, noise), expected, atol=1e-5, rtol=0)
 
 
 def test_project_keeps_magnitudes_in_range():

@@ -177,6 +177,48 @@ def test_dada_bad_arguments():
         DadaSearch(lr=0)
     with pytest.raises(ValueError, match="update_every"):
         DadaSearch(update_every=0)
+    with pytest.raises(ValueError, match=r"unknown hypergradient 'unroled' \(did you mean "
+                                         r"'unrolled'\?\); choose one of \['lookahead', "
+                                         r"'unrolled'\]"):
+        DadaSearch(hypergradient="unroled")
+
+
+def _left_or_right(count, generator):
+    """8x12 noise with a bright left or right half; the side is the label, so a horizontal
+    flip turns every sample it touches into the other class."""
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    left = (torch.arange(12) < 6).float()
+    side = torch.where(labels[:, None] == 0, left, 1 - left)
+    images = torch.rand(count, 1, 8, 12, generator=generator) * 0.3 + 0.6 * side[:, None, None]
+    return images.clamp(0, 1), labels
+
+
+@pytest.mark.parametrize("hypergradient", ["lookahead", "unrolled"])
+def test_dada_turns_down_an_op_that_destroys_the_label(hypergradient):
+    ops = ("hflip", "brightness", "contrast", "sharpness", "rotate", "shear_x")
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((1, 4)),
+                        nn.Flatten(), nn.Linear(32, 2))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    method = DadaSearch(ops=ops, hypergradient=hypergradient, update_every=1, seed=0)
+    heldout_images, heldout_labels = _left_or_right(256, generator)
+    for step in range(120):
+        images, labels = _left_or_right(32, generator)
+        rows = torch.randint(0, 256, (32,), generator=generator)
+        method.outer_step(OuterStep(
+            images, lambda x, labels=labels: F.cross_entropy(net(x), labels),
+            lambda rows=rows: F.cross_entropy(net(heldout_images[rows]), heldout_labels[rows]),
+            list(net.parameters()), 0.1, step))
+        loss = F.cross_entropy(net(method.augment(images)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    table = method.policy.op_table()
+    use = [w * p for w, p in zip(table["weight"], table["probability"])]  # per slot
+    assert use[0] < 0.5 * (1 / len(ops)) * 0.5  # below half of where it started
+    assert use[0] < 0.5 * min(use[1:])  # and well below every other op
+    assert table["probability"][0] < 0.4
 
 
 def test_presets_race_beside_the_grid_and_can_win():

@@ -22,6 +22,7 @@ from nas_aug.search_spaces import create_space
 FAST = dict(max_epochs=1, limit_train_batches=3, limit_val_batches=2, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 OPS = ("rotate", "brightness", "invert")
+DADA = dict(method="dada", ops=OPS, update_every=1)  # an outer step at every training step
 
 
 class Recorder(pl.LightningModule):
@@ -99,13 +100,20 @@ def test_training_batches_are_augmented_and_heldout_batches_never(method, option
     assert policy == Policy.from_json(search.result["policy"])
     record = json.loads((tmp_path / "augment_search.json").read_text())
     assert record["method"] == method and record["heldout_batches"] >= 1
+    if method == "dada":  # the per-op values after every epoch, as data and as a plot
+        assert [entry["epoch"] for entry in record["history"]] == list(range(FAST["max_epochs"]))
+        assert record["ops"] == list(OPS) and all(len(entry["probability"]) == len(OPS)
+                                                  for entry in record["history"])
+        assert (tmp_path / "policy_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not (tmp_path / "policy_history.png").exists()
     # the transfer hook is the user's again
     assert "on_after_batch_transfer" not in vars(model)
 
 
 def test_dada_moves_the_policy_during_the_fit():
     train, val = loaders()
-    search = AugmentSearch(method="dada", ops=OPS)
+    search = AugmentSearch(**DADA)
     before = [p.detach().clone() for p in search.method.policy.parameters()]
     pl.Trainer(callbacks=[search], **FAST).fit(Recorder(), train, val)
     assert search.method.updates == 3
@@ -119,7 +127,7 @@ def test_two_searches_in_one_fit_both_augment_and_both_unhook():
     leaves the module as it was."""
     train, heldout = loaders()
     model = Recorder()
-    first = AugmentSearch(method="dada", ops=OPS, seed=0)
+    first = AugmentSearch(**DADA, seed=0)
     second = AugmentSearch(method="randaugment", num_ops=(1,), magnitudes=(0.5,), seed=1)
     pl.Trainer(callbacks=[first, second], **FAST).fit(model, train, heldout)
     assert first.method.updates == 3 and second.result is not None
@@ -134,7 +142,7 @@ def test_outer_steps_leave_batch_norm_statistics_to_the_training_steps():
         pl.Trainer(callbacks=callbacks, **FAST).fit(model, train, val)
         return model.net[1].num_batches_tracked.item()
 
-    tracked_without, tracked_with = fit([]), fit([AugmentSearch(method="dada", ops=OPS)])
+    tracked_without, tracked_with = fit([]), fit([AugmentSearch(**DADA)])
     assert tracked_with == tracked_without == 3  # the outer steps' forwards left no trace
 
 
@@ -153,7 +161,7 @@ def test_dict_batches_with_a_configured_key():
     train, val = loaders()
     images, targets = train.dataset.tensors
     model = Recorder()
-    search = AugmentSearch(method="dada", ops=OPS, image_key="pixels")
+    search = AugmentSearch(**DADA, image_key="pixels")
     pl.Trainer(callbacks=[search], **FAST).fit(
         model, DataLoader(DictBatches(images, targets), batch_size=8), val)
     assert search.method.updates == 3
@@ -164,7 +172,7 @@ def test_dict_batches_with_a_configured_key():
 def test_a_dict_batch_without_the_image_key_names_its_keys():
     train, val = loaders()
     images, targets = train.dataset.tensors
-    search = AugmentSearch(method="dada", ops=OPS)
+    search = AugmentSearch(**DADA)
     with pytest.raises(ValueError, match=r"key 'image'.*\['pixels', 'target'\].*image_key"):
         pl.Trainer(callbacks=[search], **FAST).fit(
             Recorder(), DataLoader(DictBatches(images, targets), batch_size=8), val)
@@ -201,7 +209,7 @@ class TransferringDataModule(pl.LightningDataModule):
 def test_a_datamodule_transfer_hook_runs_first_and_stays_in_place():
     datamodule = TransferringDataModule()
     model = Recorder()
-    search = AugmentSearch(method="dada", ops=OPS)
+    search = AugmentSearch(**DADA)
     pl.Trainer(callbacks=[search], **FAST).fit(model, datamodule=datamodule)
     assert search.method.updates == 3  # images reached the policy in [0, 1]
     raw_val = [x for x, _ in datamodule.val]
@@ -214,7 +222,7 @@ def test_resumed_fit_continues_the_search_exactly(tmp_path):
         train, val = loaders()
         pl.seed_everything(0)
         model = Recorder()
-        search = AugmentSearch(method="dada", ops=OPS)
+        search = AugmentSearch(**DADA)
         trainer = pl.Trainer(**{**FAST, "max_epochs": max_epochs,
                                 "enable_checkpointing": bool(checkpoint)},
                              callbacks=[search] + ([checkpoint] if checkpoint else []),
@@ -242,7 +250,7 @@ def test_joint_architecture_and_policy_search_in_one_fit(tmp_path):
     model.net = create_space("mobilenet_tiny", **space)
     nas = OneShotNAS(budget=Budget(macs=10_000_000), export_dir=tmp_path / "arch",
                      population_size=4, generations=2, calibration_batches=2, progress=False)
-    search = AugmentSearch(method="dada", ops=OPS, export_dir=tmp_path / "policy")
+    search = AugmentSearch(**DADA, export_dir=tmp_path / "policy")
     pl.Trainer(callbacks=[nas, search], **FAST).fit(model, datamodule=DigitsDataModule())
     assert search.method.updates == 3
     assert (tmp_path / "arch" / "architecture.json").exists()
@@ -260,7 +268,7 @@ def test_a_fit_resumed_from_its_last_epoch_ends_both_searches(tmp_path):
                                  expand_ratios=(3, 6), kernel_sizes=(3, 5))
         nas = OneShotNAS(budget=Budget(macs=10_000_000), population_size=4, generations=2,
                          calibration_batches=2, progress=False)
-        search = AugmentSearch(method="dada", ops=OPS)
+        search = AugmentSearch(**DADA)
         checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last")
         pl.Trainer(callbacks=[nas, search, checkpoint], **{**FAST, "enable_checkpointing": True}
                    ).fit(model, datamodule=DigitsDataModule(), ckpt_path=ckpt_path)
@@ -302,7 +310,7 @@ def test_a_joint_fit_reads_one_heldout_batch_per_step_for_both_searches():
     loader = DataLoader(heldout, batch_size=4)
     nas = OneShotNAS(strategy="darts", heldout=loader, calibration_batches=1, top_k=1,
                      progress=False)
-    search = AugmentSearch(method="dada", ops=OPS, heldout=loader)
+    search = AugmentSearch(**DADA, heldout=loader)
     train, _ = loaders(channels=1)
     pl.Trainer(callbacks=[nas, search], **{**FAST, "limit_val_batches": 0}).fit(
         model, train_dataloaders=train)
@@ -332,7 +340,7 @@ def test_fit_without_heldout_data_is_rejected():
 def test_heldout_loader_can_be_given_directly():
     train, val = loaders()
     model = Recorder()
-    search = AugmentSearch(ops=OPS, heldout=val)
+    search = AugmentSearch(**DADA, heldout=val)
     pl.Trainer(callbacks=[search], **FAST).fit(model, train)
     assert search.method.updates == 3 and search._stream.consumed == 3
 

@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from nas_aug.bilevel import gradients, preserved_buffers, unrolled_hypergradient
+from nas_aug.bilevel import (
+    gradients,
+    lookahead_hypergradient,
+    preserved_buffers,
+    unrolled_hypergradient,
+)
 
 
 def _problem(seed):
@@ -44,6 +49,39 @@ def test_matches_autograd_through_one_unrolled_step(seed):
     assert exact.abs().min() > 1e-4  # a real signal, not zeros on both sides
     for w, b in zip(weights, before):
         assert torch.equal(w, b)  # restored bit for bit
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lookahead_matches_autograd_of_the_first_order_form(seed):
+    net, alpha, (x, y), (xv, yv) = _problem(seed)
+    weights = list(net.parameters())
+    lr = 0.1
+    # exact: -lr * d/dalpha <grad_w L_val(w), grad_w L_train(w, alpha)>, by double backward
+    heldout = [g.detach() for g in torch.autograd.grad(((net(xv) - yv) ** 2).mean(), weights)]
+    train = torch.autograd.grad(_train_loss(net, alpha, x, y), weights, create_graph=True)
+    exact, = torch.autograd.grad(-lr * sum((h * t).sum() for h, t in zip(heldout, train)),
+                                 alpha)
+    before = [w.detach().clone() for w in weights]
+    calls = []
+
+    def train_loss():
+        calls.append(1)
+        return _train_loss(net, alpha, x, y)
+
+    approx, = lookahead_hypergradient(train_loss, lambda: ((net(xv) - yv) ** 2).mean(),
+                                      weights, [alpha], lr)
+    torch.testing.assert_close(approx, exact, rtol=2e-3, atol=1e-5)
+    assert exact.abs().min() > 1e-4 and len(calls) == 2  # no virtual step
+    for w, b in zip(weights, before):
+        assert torch.equal(w, b)
+    # and it is the unrolled hypergradient to first order in lr
+    unrolled, = unrolled_hypergradient(lambda: _train_loss(net, alpha, x, y),
+                                       lambda: ((net(xv) - yv) ** 2).mean(), weights, [alpha],
+                                       1e-3)
+    small, = lookahead_hypergradient(lambda: _train_loss(net, alpha, x, y),
+                                     lambda: ((net(xv) - yv) ** 2).mean(), weights, [alpha],
+                                     1e-3)
+    torch.testing.assert_close(small, unrolled, rtol=2e-2, atol=1e-7)
 
 
 def test_direct_dependence_of_the_heldout_loss_is_kept():
