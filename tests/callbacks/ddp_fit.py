@@ -34,7 +34,8 @@ def main(out: Path, strategy: str) -> None:
                                                                       generations=2)
     nas = OneShotNAS(strategy=strategy, budget=Budget(macs=1_000_000), export_dir=out / "arch",
                      overwrite=True, calibration_batches=2, progress=False, **options)
-    search = AugmentSearch(method="dada", ops=("rotate", "invert"), export_dir=out / "policy",
+    search = AugmentSearch(method="dada", ops=("rotate", "invert"), update_every=1,
+                           export_dir=out / "policy",
                            overwrite=True)
     # a single sampled path leaves parameters without gradients: DDP must look for them
     ddp = "ddp" if strategy == "darts" else "ddp_find_unused_parameters_true"
