@@ -131,14 +131,10 @@ def unrolled_hypergradient(train_loss: Callable[[], Tensor], heldout_loss: Calla
     Costs four forward-backward passes.
     """
     weights, outer = list(weights), list(outer)
-    original = [w.detach().clone() for w in weights]
-    try:
+    with _restored(weights) as original:
         _add_(weights, gradients(train_loss(), weights), -lr)  # w' = w - lr * grad_w L_train
-        return _through_one_step(train_loss, heldout_loss, weights, outer, lr, original,
-                                 eps_scale)
-    finally:
-        with torch.no_grad():
-            torch._foreach_copy_(weights, original)
+        return _finite_difference(train_loss, heldout_loss, weights, outer, lr, original,
+                                  eps_scale)
 
 
 def lookahead_hypergradient(train_loss: Callable[[], Tensor], heldout_loss: Callable[[], Tensor],
@@ -156,16 +152,23 @@ def lookahead_hypergradient(train_loss: Callable[[], Tensor], heldout_loss: Call
     -0.8
     """
     weights, outer = list(weights), list(outer)
+    with _restored(weights) as original:
+        return _finite_difference(train_loss, heldout_loss, weights, outer, lr, original,
+                                  eps_scale)
+
+
+@contextlib.contextmanager
+def _restored(weights: list[Tensor]) -> Iterator[list[Tensor]]:
+    """Yield a copy of ``weights``, and put it back in them bit for bit on exit."""
     original = [w.detach().clone() for w in weights]
     try:
-        return _through_one_step(train_loss, heldout_loss, weights, outer, lr, original,
-                                 eps_scale)
+        yield original
     finally:
         with torch.no_grad():
             torch._foreach_copy_(weights, original)
 
 
-def _through_one_step(train_loss: Callable[[], Tensor], heldout_loss: Callable[[], Tensor],
+def _finite_difference(train_loss: Callable[[], Tensor], heldout_loss: Callable[[], Tensor],
                       weights: list[Tensor], outer: list[Tensor], lr: float,
                       original: list[Tensor], eps_scale: float) -> list[Tensor]:
     """The held-out gradient at the weights as they are, then ``dL_val/dalpha - lr * H v``

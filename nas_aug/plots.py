@@ -156,6 +156,7 @@ def plot_policy_history(history: Sequence[Mapping[str, Any]], ops: Sequence[str]
             if len(entry[key]) != len(ops):
                 raise ValueError(f"history entry {i} has {len(entry[key])} {key} values for "
                                  f"{len(ops)} ops")
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -163,7 +164,7 @@ def plot_policy_history(history: Sequence[Mapping[str, Any]], ops: Sequence[str]
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3, sharex=True)
     epochs = [entry["epoch"] + 1 for entry in history]
-    colors = [_color(i) for i in range(len(ops))]
+    colors = [colormaps["tab20"](i % 20) for i in range(len(ops))]
     titles = {"weight": "op weight (chance a slot draws it)",
               "probability": "application probability", "magnitude": "magnitude"}
     for ax, key in zip(axes, POLICY_HISTORY_KEYS):
@@ -180,12 +181,6 @@ def plot_policy_history(history: Sequence[Mapping[str, Any]], ops: Sequence[str]
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     return path
-
-
-def _color(index: int):
-    from matplotlib import colormaps
-
-    return colormaps["tab20"](index % 20)
 
 
 def _check_candidates(candidates: Sequence[Mapping[str, Any]]) -> None:
