@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="torch threads in the main process")
     args = parser.parse_args()
-    count, repeats = (512, 2) if args.quick else (2048, 7)
+    count, repeats = (512, 2) if args.quick else (2048, 15)
     torch.set_num_threads(args.threads)
     start, (busy0, own0), workers0 = time.perf_counter(), cpu_seconds(), worker_seconds()
     data = [grey_images(count), photo_crops(count)]

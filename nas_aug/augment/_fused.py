@@ -4,17 +4,18 @@ Each kernel takes a batch sorted by op, in the order its tuple lists them, the o
 per sample (as :meth:`Op.parameter` gives it) and how many samples run each op, and computes
 what each sample's :class:`~nas_aug.augment.ops.Op` kernel computes, with the same arithmetic:
 
-* :func:`warp` runs the geometric ops (``GEOMETRIC``) as one bilinear affine warp with a 2 x 3
-  matrix per sample, built as kornia's ``rotate`` / ``shear`` / ``translate`` build theirs;
-* :func:`blend` runs the pointwise colour ops (``BLEND``) each on its slice of one output:
-  ``brightness``, ``color`` and ``contrast`` share their ``x * factor`` and their clamp;
+* :func:`warp` runs the geometric ops (``GEOMETRIC``) as one bilinear ``grid_sample`` with an
+  affine map per sample, the ops' own inverse maps;
+* :func:`blend` runs the colour ops but ``equalize`` (``BLEND``) each on its slice of one
+  output: ``brightness``, ``color`` and ``contrast`` share their ``x * factor`` and their clamp;
   ``posterize`` looks each pixel's 8-bit level up in a table that kornia's ``posterize`` made;
+  ``sharpness`` and ``auto_contrast`` (not pointwise) run their own kernels on their slices;
 * :func:`remap` runs the whole-pixel ops (``PIXEL``: ``crop``, ``hflip``, ``cutout``) as one
   gather and one mask, with the position each sample drew.
 
 >>> import torch
 >>> images = torch.rand(3, 3, 8, 8)
->>> out = blend(images, torch.tensor([0.0, 0.5, 0.5]), [1, 0, 0, 2, 0, 0])  # invert, brightness x 2
+>>> out = blend(images, torch.tensor([0.0, 0.5, 0.5]), [1, 0, 0, 2, 0, 0, 0, 0])  # invert, x 0.5
 >>> torch.equal(out[0], 1 - images[0]), torch.equal(out[1:], images[1:] * 0.5)
 (True, True)
 """
@@ -28,15 +29,25 @@ from itertools import accumulate
 import torch
 from kornia import enhance
 from kornia.color import rgb_to_grayscale
-from kornia.geometry import transform
 from torch import Tensor
 
-from .ops import BASE_OPS, GEOMETRIC_OPS, crop_offsets, cutout_boxes, erase_boxes, shift_pixels
+from .ops import (
+    AFFINE_INVERSES,
+    BASE_OPS,
+    GEOMETRIC_OPS,
+    OPS,
+    crop_offsets,
+    cutout_boxes,
+    erase_boxes,
+    shift_pixels,
+    warp_affine,
+)
 
 __all__ = ["BLEND", "GEOMETRIC", "PIXEL", "blend", "remap", "warp"]
 
 GEOMETRIC = GEOMETRIC_OPS  # the affine ops: one warp
-BLEND = ("invert", "solarize", "posterize", "brightness", "color", "contrast")
+BLEND = ("invert", "solarize", "posterize", "brightness", "color", "contrast", "sharpness",
+         "auto_contrast")
 PIXEL = BASE_OPS  # the standard pipeline's ops all move or erase whole pixels
 
 
@@ -56,25 +67,14 @@ def _posterize_table(dtype: torch.dtype, device: torch.device) -> Tensor:
 
 def warp(images: Tensor, value: Tensor, counts: Sequence[int]) -> Tensor:
     """``images`` sorted by op as ``GEOMETRIC`` lists them, ``counts[k]`` of op ``k``, each
-    warped by its ``value`` (degrees, shear factor or fraction of the side).
-
-    Rotations turn about the image centre, shears about pixel (0, 0); bilinear sampling, zeros
-    outside, ``align_corners=True``: the ops' own kernels, in one warp.
-    """
-    rotate, shear_x, shear_y, translate_x, translate_y = _slices(counts)
-    batch, _, height, width = images.shape
+    warped by its ``value`` (degrees, shear factor or fraction of the side): the ops' own
+    kernels' arithmetic, one ``grid_sample`` for all (see :func:`~.ops.warp_affine`)."""
+    height, width = images.shape[-2:]
     value = value.to(device=images.device, dtype=images.dtype)
-    matrix = torch.eye(2, 3, device=images.device, dtype=images.dtype).repeat(batch, 1, 1)
-    if counts[0]:
-        centre = matrix.new_empty(counts[0], 2)  # filled on the device, as kornia's rotate
-        centre[:, 0], centre[:, 1] = (width - 1) / 2, (height - 1) / 2
-        matrix[rotate] = transform.get_rotation_matrix2d(centre, value[rotate],
-                                                         torch.ones_like(centre))
-    matrix[shear_x, 0, 1] = value[shear_x]
-    matrix[shear_y, 1, 0] = value[shear_y]
-    matrix[translate_x, 0, 2] = value[translate_x] * width
-    matrix[translate_y, 1, 2] = value[translate_y] * height
-    return transform.affine(images, matrix, align_corners=True)
+    inverse = torch.cat([AFFINE_INVERSES[name](value[part], height, width)
+                         for name, part, count in zip(GEOMETRIC, _slices(counts), counts)
+                         if count])
+    return warp_affine(images, inverse)
 
 
 def blend(images: Tensor, value: Tensor, counts: Sequence[int]) -> Tensor:
@@ -83,7 +83,8 @@ def blend(images: Tensor, value: Tensor, counts: Sequence[int]) -> Tensor:
 
     ``color`` needs 3 channels (it is the identity on 1-channel images: leave them out).
     """
-    invert, solarize, posterize, brightness, color, contrast = _slices(counts)
+    invert, solarize, posterize, brightness, color, contrast, sharpness, auto_contrast = \
+        _slices(counts)
     value = value.to(images.device).view(-1, 1, 1, 1)
     factor = value.to(images.dtype)
     out = torch.empty_like(images)
@@ -92,8 +93,9 @@ def blend(images: Tensor, value: Tensor, counts: Sequence[int]) -> Tensor:
     out[solarize] = torch.where(x < factor[solarize], x, 1.0 - x)
     if counts[2]:
         x, bits = images[posterize], value[posterize].round().long()  # bits, as ops.py rounds
-        table = _posterize_table(images.dtype, images.device)
-        out[posterize] = torch.where(bits == 8, x, table[bits, (x * 255).to(torch.uint8).long()])
+        levels = (x * 255).long().flatten(1)  # the 8-bit level kornia reads, x in [0, 1]
+        looked_up = _posterize_table(images.dtype, images.device)[bits.view(-1)].gather(1, levels)
+        out[posterize] = torch.where(bits == 8, x, looked_up.view_as(x))
     scaled = slice(brightness.start, contrast.stop)  # PIL's blends: x * factor + ref * (1 - factor)
     out[scaled] = images[scaled] * factor[scaled]
     if counts[4]:
@@ -104,6 +106,10 @@ def blend(images: Tensor, value: Tensor, counts: Sequence[int]) -> Tensor:
             x.mean((-3, -2, -1), True)
         out[contrast] += mean * (1 - factor[contrast])
     out[scaled].clamp_(0.0, 1.0)
+    for part, count, name in ((sharpness, counts[6], "sharpness"),
+                              (auto_contrast, counts[7], "auto_contrast")):
+        if count:  # not pointwise: the op's own kernel, on its slice
+            out[part] = OPS[name].kernel(images[part], factor[part].view(-1))
     return out
 
 

@@ -6,8 +6,8 @@ deterministically, so a batch can be replayed from its parameters. Unlike Kornia
 ``RandAugment`` / ``AutoAugment``, which choose one sub-policy for the whole batch, every sample
 draws its own, as the papers do. The application is vectorised: for each op slot, the samples
 are grouped by the op they run and each group runs in one call, the geometric ops together as
-one affine warp, the pointwise colour ops together as one blend and the whole-pixel ops (crop,
-flip, Cutout) as one gather (see :mod:`nas_aug.augment._fused`), every other op alone.
+one ``grid_sample``, the colour ops together as one blend and the whole-pixel ops (crop, flip,
+Cutout) as one gather (see :mod:`nas_aug.augment._fused`), ``equalize`` alone.
 
 >>> import torch
 >>> from nas_aug.augment import RandAugment
@@ -41,7 +41,7 @@ __all__ = ["IMAGE_TOLERANCE", "AugmentParams", "PolicyAugment", "apply_params", 
 
 # how far outside [0, 1] an image value may stray (rounding) before it counts as out of range
 IMAGE_TOLERANCE = 1e-3
-# the ops no fused kernel runs (auto_contrast, equalize, sharpness): each runs its own kernel
+# the ops no fused kernel runs (equalize): each runs its own kernel
 _ALONE = tuple(name for name in OP_NAMES if name not in (*GEOMETRIC, *BLEND, *PIXEL, "identity"))
 
 
@@ -266,6 +266,12 @@ _ORDER = tuple(name for _, names in _KERNELS for name in names)
 _RANK = torch.tensor([len(_ORDER)] + [_ORDER.index(name) if name in _ORDER else len(_ORDER)
                                       for name in OP_NAMES])
 _COLOR = OP_NAMES.index("color")
+# op index + 1 (0: no op) -> the start and span of its parameter (zeros without a magnitude),
+# and whether it is signed
+_RANGES = [(0.0, 0.0)] + [OPS[name].value_range or (0.0, 0.0) for name in OP_NAMES]
+_PARAMETER_TABLES = (torch.tensor([low for low, _ in _RANGES], dtype=torch.float64),
+                     torch.tensor([high - low for low, high in _RANGES], dtype=torch.float64),
+                     torch.tensor([False] + [OPS[name].signed for name in OP_NAMES]))
 
 
 def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
@@ -277,11 +283,11 @@ def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
     magnitude = magnitudes[sub_policy].reshape(batch, steps).T
     sign = params.sign.cpu().reshape(batch, steps).T
     position = params.position.cpu().reshape(batch, steps, 2).transpose(0, 1)
-    value = torch.zeros_like(magnitude)
-    for index in op.unique().tolist():
-        if index >= 0 and OPS[OP_NAMES[index]].has_magnitude:
-            chosen = op == index
-            value[chosen] = OPS[OP_NAMES[index]].parameter(magnitude[chosen], sign[chosen])
+    # Op.parameter for every sample at once, in its float64 arithmetic (0 where no op runs)
+    start, span, signed = (table[op + 1] for table in _PARAMETER_TABLES)
+    offset = span * magnitude.to(torch.float64)
+    value = (start + torch.where(signed, offset * sign.to(torch.float64), offset)).to(
+        magnitude.dtype)
     rank = _RANK[op + 1]
     if images.shape[1] == 1:
         rank[op == _COLOR] = len(_ORDER)  # grey images have no saturation to change

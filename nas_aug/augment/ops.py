@@ -5,7 +5,8 @@ its parameter linearly, ``start + (end - start) * m``; a *signed* op flips the o
 ``start`` with a sign drawn per sample (``start + sign * (end - start) * m``). The ranges follow
 torchvision's ``_augmentation_space`` for AutoAugment / RandAugment (its 10 or 31 magnitude bins
 become ``bin / (bins - 1)`` here). The ops work per sample on a batch of float images in
-``[0, 1]`` and are built on ``kornia.enhance`` and ``kornia.geometry.transform``.
+``[0, 1]`` and are built on ``kornia.enhance``; the geometric ops compute what
+``kornia.geometry.transform`` does, with a cheaper sampling grid (:func:`warp_affine`).
 
 =============  ==========================================  =========  ========  ========
 name           parameter                                   m = 0      m = 1     channels
@@ -61,14 +62,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from kornia import enhance
-from kornia.geometry import transform
 from torch import Tensor
 
 from ..validation import closest_match
 
 __all__ = ["AUTOAUGMENT_OPS", "BASE_OPS", "GEOMETRIC_OPS", "OPS", "OP_NAMES", "OP_SUBSETS",
-           "RANDAUGMENT_OPS", "Op", "crop_offsets", "cutout_boxes", "get_op", "suggest"]
+           "RANDAUGMENT_OPS", "AFFINE_INVERSES", "Op", "crop_offsets", "cutout_boxes", "get_op",
+           "suggest", "warp_affine"]
 
 # torchvision's translate range for AutoAugment and RandAugment: 150 px on a 331 px image
 TRANSLATE_FRACTION = 150.0 / 331.0
@@ -101,27 +103,56 @@ def _invert(images: Tensor, _: Tensor | None) -> Tensor:
     return enhance.invert(images)
 
 
-def _rotate(images: Tensor, degrees: Tensor) -> Tensor:
-    return transform.rotate(images, _per_sample(degrees, images), align_corners=True)
+def _rotation_inverse(degrees: Tensor, height: int, width: int) -> Tensor:
+    # kornia's rotation about the centre (counter-clockwise), inverted: the turn back
+    radians = torch.deg2rad(degrees)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    return torch.stack([cos, -sin, (1 - cos) * cx + sin * cy,
+                        sin, cos, (1 - cos) * cy - sin * cx], dim=1).view(-1, 2, 3)
 
 
-def _shear(axis: int) -> Callable[[Tensor, Tensor], Tensor]:
-    def shear(images: Tensor, factor: Tensor) -> Tensor:
-        amount = torch.zeros(images.shape[0], 2, device=images.device, dtype=images.dtype)
-        amount[:, axis] = _per_sample(factor, images)
-        return transform.shear(images, amount, align_corners=True)
+def _entry_inverse(row: int, column: int, side: int | None) -> Callable[[Tensor, int, int], Tensor]:
+    """The inverse of a shear (a factor at ``(row, column)``) or a shift (a fraction of the
+    side at ``(row, 2)``): the identity with the negated entry."""
+    def inverse(value: Tensor, height: int, width: int) -> Tensor:
+        matrix = torch.eye(2, 3, device=value.device, dtype=value.dtype).repeat(len(value), 1, 1)
+        matrix[:, row, column] = -value * ((width, height)[row] if side else 1)
+        return matrix
 
-    return shear
+    return inverse
 
 
-def _translate(axis: int) -> Callable[[Tensor, Tensor], Tensor]:
-    def translate(images: Tensor, fraction: Tensor) -> Tensor:
-        side = images.shape[-1] if axis == 0 else images.shape[-2]
-        shift = torch.zeros(images.shape[0], 2, device=images.device, dtype=images.dtype)
-        shift[:, axis] = _per_sample(fraction, images) * side
-        return transform.translate(images, shift, align_corners=True)
+# per geometric op: its parameter (B,) -> the (B, 2, 3) map from an output pixel (x, y, 1) to
+# the source pixel it samples, the inverse of kornia's rotate / shear / translate matrix
+AFFINE_INVERSES: dict[str, Callable[[Tensor, int, int], Tensor]] = {
+    "rotate": _rotation_inverse,
+    "shear_x": _entry_inverse(0, 1, None), "shear_y": _entry_inverse(1, 0, None),
+    "translate_x": _entry_inverse(0, 2, 1), "translate_y": _entry_inverse(1, 2, 1)}
 
-    return translate
+
+def warp_affine(images: Tensor, inverse: Tensor) -> Tensor:
+    """Each sample resampled bilinearly at ``inverse`` (``(B, 2, 3)``, output pixel -> source
+    pixel), zeros outside, as kornia's ``warp_affine`` with ``align_corners=True``; the grid is
+    built by broadcasting (``affine_grid`` costs more than the sampling on small images)."""
+    height, width = images.shape[-2:]
+    # pixels -> grid_sample's [-1, 1], where -1 and 1 are the centres of the outer pixels
+    scale = inverse.new_tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)])[:, None]
+    normal = inverse.to(images.dtype) * scale - inverse.new_tensor([0.0, 0.0, 1.0])
+    m = normal[:, :, :, None, None]
+    u = torch.arange(width, device=images.device, dtype=images.dtype)
+    v = torch.arange(height, device=images.device, dtype=images.dtype)[:, None]
+    grid = torch.stack([m[:, 0, 0] * u + m[:, 0, 1] * v + m[:, 0, 2],
+                        m[:, 1, 0] * u + m[:, 1, 1] * v + m[:, 1, 2]], dim=-1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _geometric(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    def kernel(images: Tensor, value: Tensor) -> Tensor:
+        return warp_affine(images, AFFINE_INVERSES[name](_per_sample(value, images),
+                                                         *images.shape[-2:]))
+
+    return kernel
 
 
 def _brightness(images: Tensor, factor: Tensor) -> Tensor:
@@ -140,7 +171,16 @@ def _contrast(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def _sharpness(images: Tensor, factor: Tensor) -> Tensor:
-    return enhance.sharpness(images, _per_sample(factor, images))
+    # kornia's sharpness (PIL's): a blend with the image smoothed by [[1, 1, 1], [1, 5, 1],
+    # [1, 1, 1]] / 13 inside a one-pixel border, which stays; sums of shifted slices, not a
+    # depthwise convolution (four times slower on small batches)
+    centre = images[..., 1:-1, 1:-1]
+    rows = images[..., :-2, :] + images[..., 1:-1, :] + images[..., 2:, :]
+    smooth = ((rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * centre) / 13).clamp(0, 1)
+    factor = _per_sample(factor, images).view(-1, 1, 1, 1)
+    out = images.clone()
+    out[..., 1:-1, 1:-1] = (smooth + (centre - smooth) * factor).clamp(0.0, 1.0)
+    return out
 
 
 def _posterize(images: Tensor, bits: Tensor) -> Tensor:
@@ -320,12 +360,12 @@ _TABLE = (
     Op("auto_contrast", _auto_contrast),
     Op("equalize", _equalize),
     Op("invert", _invert),
-    Op("rotate", _rotate, (0.0, 30.0), signed=True, unit="degrees"),
-    Op("shear_x", _shear(0), (0.0, 0.3), signed=True, unit="shear factor"),
-    Op("shear_y", _shear(1), (0.0, 0.3), signed=True, unit="shear factor"),
-    Op("translate_x", _translate(0), (0.0, TRANSLATE_FRACTION), signed=True,
+    Op("rotate", _geometric("rotate"), (0.0, 30.0), signed=True, unit="degrees"),
+    Op("shear_x", _geometric("shear_x"), (0.0, 0.3), signed=True, unit="shear factor"),
+    Op("shear_y", _geometric("shear_y"), (0.0, 0.3), signed=True, unit="shear factor"),
+    Op("translate_x", _geometric("translate_x"), (0.0, TRANSLATE_FRACTION), signed=True,
        unit="fraction of the width"),
-    Op("translate_y", _translate(1), (0.0, TRANSLATE_FRACTION), signed=True,
+    Op("translate_y", _geometric("translate_y"), (0.0, TRANSLATE_FRACTION), signed=True,
        unit="fraction of the height"),
     Op("brightness", _brightness, _ENHANCE, signed=True, unit="factor"),
     Op("color", _color, _ENHANCE, signed=True, unit="factor", channels=(1, 3)),

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from kornia import enhance
+from kornia.geometry import transform
 from torchvision.transforms import RandAugment as TorchvisionRandAugment
 
 from nas_aug.augment.ops import OP_NAMES, OPS, RANDAUGMENT_OPS, get_op
@@ -153,3 +155,41 @@ def test_unknown_op_names_the_valid_ones(bad, hint):
 def test_sharpness_needs_three_pixels():
     with pytest.raises(ValueError, match="at least 3 x 3 pixels, got 2 x 5"):
         run("sharpness", torch.rand(1, 1, 2, 5), 0.5)
+
+
+# the kornia functions that our own geometric and sharpness kernels compute more cheaply
+def _kornia_rotate(images, value):
+    return transform.rotate(images, value, align_corners=True)
+
+
+def _kornia_shear(axis):
+    def shear(images, value):
+        amount = torch.zeros(len(value), 2, dtype=images.dtype)
+        amount[:, axis] = value
+        return transform.shear(images, amount, align_corners=True)
+    return shear
+
+
+def _kornia_translate(axis):
+    def translate(images, value):
+        shift = torch.zeros(len(value), 2, dtype=images.dtype)
+        shift[:, axis] = value * images.shape[-1 if axis == 0 else -2]
+        return transform.translate(images, shift, align_corners=True)
+    return translate
+
+
+KORNIA_KERNELS = {"rotate": _kornia_rotate, "shear_x": _kornia_shear(0),
+                  "shear_y": _kornia_shear(1), "translate_x": _kornia_translate(0),
+                  "translate_y": _kornia_translate(1), "sharpness": enhance.sharpness}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (6, 1, 9, 13)])
+@pytest.mark.parametrize("name", KORNIA_KERNELS)
+def test_own_kernels_compute_what_kornia_does(name, shape, dtype):
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    magnitude = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0, 0.35], dtype=dtype)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0], dtype=dtype)
+    value = OPS[name].parameter(magnitude, sign)
+    ours = OPS[name].apply(images, magnitude, sign)
+    torch.testing.assert_close(ours, KORNIA_KERNELS[name](images, value), atol=1e-5, rtol=0)
