@@ -115,19 +115,25 @@ def trainer(epochs: int, callbacks=()) -> pl.Trainer:
 
 
 def fit_and_test(task: Task, seed: int, epochs: int, policy: Policy | None = None,
-                 search: str | None = None) -> tuple[float, float, Policy | None]:
+                 search: str | None = None, **options
+                 ) -> tuple[float, float, AugmentSearch | None]:
     """Test top-1 of the fixed network trained on ``task`` with ``policy`` or inside the
-    ``search`` method's fit, the fit's seconds, and the policy the search found."""
+    ``search`` method's fit (with its ``options``), the fit's seconds, and the search's
+    callback (its policy in ``found(callback)``)."""
     pl.seed_everything(seed, verbose=False)
-    callback = None if search is None else AugmentSearch(method=search, seed=seed)
+    callback = None if search is None else AugmentSearch(method=search, seed=seed, **options)
     model = ImageClassifier(fixed_network(task.classes), policy=policy, augment_seed=seed)
     data, fit = task.datamodule(seed), trainer(epochs, [callback] if callback else [])
     started = time.perf_counter()
     fit.fit(model, datamodule=data)
     seconds = time.perf_counter() - started
     accuracy = fit.test(model, datamodule=data, verbose=False)[0]["test_acc"]
-    found = None if callback is None else Policy.from_json(callback.result["policy"])
-    return accuracy, seconds, found
+    return accuracy, seconds, callback
+
+
+def found(callback: AugmentSearch) -> Policy:
+    """The policy a search's fit exported."""
+    return Policy.from_json(callback.result["policy"])
 
 
 def describe(policy: Policy) -> str:
@@ -154,16 +160,17 @@ def run_task(task: Task, seeds: int, epochs: int, names: tuple[str, ...] = ROWS)
     fixed = {label: FIXED[label] for label in FIXED if label in names or label == "none"}
     searches = {label: SEARCHES[label] for label in SEARCHES if label in names}
     rows: dict[str, list[tuple[float, float]]] = {}
-    found: dict[str, list[str]] = {name: [] for name in searches}
+    picks: dict[str, list[str]] = {name: [] for name in searches}
     for seed in range(seeds):
         for label, policy in fixed.items():
             accuracy, seconds, _ = fit_and_test(task, seed, epochs, policy())
             rows.setdefault(label, []).append((accuracy, seconds))
             print(f"{task.name} seed {seed} {label}: {accuracy:.4f} ({seconds:.1f} s)", flush=True)
         for label, method in searches.items():
-            accuracy, seconds, policy = fit_and_test(task, seed, epochs, search=method)
+            accuracy, seconds, callback = fit_and_test(task, seed, epochs, search=method)
+            policy = found(callback)
             rows.setdefault(f"{label}, in the fit", []).append((accuracy, seconds))
-            found[label].append(describe(policy))
+            picks[label].append(describe(policy))
             retrained, again, _ = fit_and_test(task, seed, epochs, policy)
             rows.setdefault(f"{label}, retrained", []).append((retrained, seconds + again))
             print(f"{task.name} seed {seed} {label}: {accuracy:.4f} in the fit, {retrained:.4f} "
@@ -186,7 +193,7 @@ def run_task(task: Task, seeds: int, epochs: int, names: tuple[str, ...] = ROWS)
     lines += ["", f"Best fixed row{'' if len(fixed) == len(FIXED) else ' of those run'}: "
               f"{best_fixed} ({statistics.mean(best):.4f}, spread "
               f"{min(best):.4f} - {max(best):.4f}).", "", "Policies found (per seed):", ""]
-    for label, policies in found.items():
+    for label, policies in picks.items():
         lines += [f"- {label}: " + "; ".join(f"seed {i}: {text}" for i, text in
                                               enumerate(policies))]
     return lines + [""]

@@ -635,7 +635,8 @@ def render_results(rows: list[dict], recipe: Recipe, search_s: float, winner_s: 
     elif policy is not None:
         lines.append(f"The augmentation policy was searched in the supernet fit "
                      f"({recipe.augment.method}; `policy.json`, {len(policy.sub_policies)} "
-                     "sub-policies) and augments every retraining.")
+                     f"sub-policies, {policy.draws_per_sample} drawn per sample) and augments "
+                     "every retraining.")
     lines += ["",
               "```yaml", yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False).strip(), "```"]
     return "\n".join(lines) + "\n"

@@ -112,10 +112,14 @@ def test_joint_recipe_searches_the_policy_and_retrains_with_it(tmp_path, capsys,
     assert [r.getMessage() for r in lightning_logs if r.levelno < logging.WARNING] == []
     assert logging.getLogger("lightning.pytorch").level == logging.INFO  # restored
     policy = json.loads((out / "policy.json").read_text())
-    assert policy["name"] == "dada" and len(policy["sub_policies"]) == 4  # 2 x 2 ordered pairs
+    # the distribution the fit trained with: one-op sub-policies in proportion to the op
+    # weights, two drawn per sample
+    assert policy["name"] == "dada" and policy["draws_per_sample"] == 2
+    assert {tuple(op["name"] for op in ops) for ops in policy["sub_policies"]} == \
+        {("rotate",), ("invert",)}
     assert json.loads((out / "augment_search.json").read_text())["updates"] >= 1
-    assert "(dada; `policy.json`, 4 sub-policies) and augments every retraining" in \
-        (out / "results.md").read_text()
+    assert f"(dada; `policy.json`, {len(policy['sub_policies'])} sub-policies, 2 drawn per " \
+        "sample) and augments every retraining" in (out / "results.md").read_text()
 
 
 def test_a_fixed_policy_augments_the_supernet_fit_and_every_retraining(tmp_path):

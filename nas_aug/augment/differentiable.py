@@ -23,8 +23,9 @@ one draw can be applied several times, as the finite-difference hypergradient ne
 >>> out = policy(images, policy.sample_noise(4))
 >>> out.shape, out.requires_grad
 (torch.Size([4, 1, 8, 8]), True)
->>> policy.to_policy(top_k=2).sub_policies[0][0].probability
-0.5
+>>> exported = policy.to_policy()  # the fit's distribution: 100 one-op sub-policies, 2 draws
+>>> len(exported.sub_policies), exported.draws_per_sample, exported.sub_policies[0][0].probability
+(100, 2, 0.5)
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class DifferentiablePolicy(nn.Module):
     probability ``softmax(logits)[i]``), ``probability_logits`` (sigmoid gives the op's
     application probability) and ``magnitudes`` in ``[0, 1]`` (kept there by
     :meth:`project_`). ``forward(images, noise)`` is differentiable in all three;
-    :meth:`to_policy` turns the ``top_k`` most probable op tuples into a plain :class:`Policy`.
+    :meth:`to_policy` turns the distribution (or its ``top_k`` most probable op tuples) into a
+    plain :class:`Policy`.
 
     >>> policy = DifferentiablePolicy(ops=("rotate", "brightness"))
     >>> [tuple(p.shape) for p in policy.parameters()]
@@ -99,6 +101,7 @@ class DifferentiablePolicy(nn.Module):
         self.probability_logits = nn.Parameter(
             torch.full((count,), math.log(initial_probability / (1 - initial_probability))))
         self.magnitudes = nn.Parameter(torch.full((count,), float(initial_magnitude)))
+        self.initial_probability, self.initial_magnitude = initial_probability, initial_magnitude
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -161,6 +164,15 @@ class DifferentiablePolicy(nn.Module):
         """Clip the magnitudes back into ``[0, 1]`` after an optimizer step."""
         self.magnitudes.clamp_(0.0, 1.0)
 
+    @torch.no_grad()
+    def decay_toward_prior_(self, rate: float) -> None:
+        """Move every parameter the fraction ``rate`` of the way back to its initial value
+        (uniform op weights, the initial probability and magnitude)."""
+        prior = math.log(self.initial_probability / (1 - self.initial_probability))
+        self.logits.mul_(1 - rate)
+        self.probability_logits.sub_(prior).mul_(1 - rate).add_(prior)
+        self.magnitudes.sub_(self.initial_magnitude).mul_(1 - rate).add_(self.initial_magnitude)
+
     def op_weights(self) -> Tensor:
         """The probability that a slot draws each op."""
         return torch.softmax(self.logits.detach(), dim=0)
@@ -183,11 +195,17 @@ class DifferentiablePolicy(nn.Module):
                         key=lambda entry: -entry[0])
         return ranked[:top_k]
 
-    def to_policy(self, top_k: int = 25, name: str = "dada") -> Policy:
-        """The ``top_k`` most probable sub-policies with the learned probabilities and
-        magnitudes of their ops (rounded to 4 decimals), drawn uniformly per sample, as DADA
-        exports."""
-        check_int("top_k", top_k, 1)
+    def to_policy(self, top_k: int | None = None, name: str = "dada",
+                  resolution: int = 100) -> Policy:
+        """The policy as plain data, each op with its learned probability and magnitude
+        (rounded to 4 decimals).
+
+        By default, the distribution the fit trained with: ``ops_per_sub_policy`` draws per
+        sample among single-op sub-policies, each op repeated in proportion to its weight
+        (in shares of ``resolution`` by largest remainder, so that an op whose weight is under
+        ``0.5 / resolution`` may drop out; as few sub-policies as give those shares). With
+        ``top_k``, DADA's export: the ``top_k`` most probable op tuples, drawn uniformly.
+        """
         probability = self.op_probabilities().cpu()
         magnitude = self.magnitudes.detach().clamp(0.0, 1.0).cpu()
 
@@ -196,12 +214,24 @@ class DifferentiablePolicy(nn.Module):
                           round(float(magnitude[i]), 4) if get_op(self.ops[i]).has_magnitude
                           else 0.0)
 
-        return Policy(tuple(tuple(spec(i) for i in t) for _, t in self._heaviest(top_k)),
-                      name=name)
+        if top_k is not None:
+            check_int("top_k", top_k, 1)
+            return Policy(tuple(tuple(spec(i) for i in t) for _, t in self._heaviest(top_k)),
+                          name=name)
+        check_int("resolution", resolution, 1)
+        shares = (self.op_weights().cpu().double() * resolution).tolist()
+        counts = [math.floor(share) for share in shares]
+        by_remainder = sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])
+        for i in by_remainder[:resolution - sum(counts)]:
+            counts[i] += 1
+        common = math.gcd(*counts)  # the same shares in fewer sub-policies
+        counts = [count // common for count in counts]
+        return Policy(tuple((spec(i),) for i, count in enumerate(counts) for _ in range(count)),
+                      name=name, draws_per_sample=self.ops_per_sub_policy)
 
     def summary(self, top_k: int = 10) -> list[dict[str, Any]]:
         """The ``top_k`` sub-policies with their probability of being drawn, as plain data."""
-        policy = self.to_policy(top_k)
+        policy = self.to_policy(top_k=top_k)
         return [{"weight": round(weight, 6), "ops": [op.to_json() for op in ops]}
                 for (weight, _), ops in zip(self._heaviest(top_k), policy.sub_policies)]
 

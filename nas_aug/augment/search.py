@@ -110,8 +110,10 @@ def _norm(tensors: list[Tensor]) -> Tensor:
 @METHODS.register("dada")
 class DadaSearch(PolicySearch):
     """DADA (Li et al. 2020): a :class:`DifferentiablePolicy` trained by Adam on the held-out
-    hypergradient every ``update_every`` steps; exports its ``top_k`` sub-policies and keeps
-    each op's weight, probability and magnitude after every epoch in ``history``.
+    hypergradient every ``update_every`` steps, pulled back towards its initial values by
+    ``prior_decay``; exports the distribution it trained with (or, with ``top_k``, DADA's most
+    probable sub-policies) and keeps each op's weight, probability and magnitude after every
+    epoch in ``history``.
 
     Args:
         ops: the ops whose ordered pairs are the sub-policies.
@@ -121,7 +123,14 @@ class DadaSearch(PolicySearch):
         hypergradient: ``"unrolled"`` (through one virtual training step, DARTS's second-order
             form: four forward-backward passes) or ``"lookahead"`` (the same to first order
             in the virtual step's learning rate, without taking it: three).
-        top_k: sub-policies in the exported policy.
+        prior_decay: after each Adam step every parameter moves ``lr * prior_decay`` of the way
+            back to its initial value (uniform weights, probability and magnitude 0.5), as
+            AdamW's decoupled weight decay does towards 0. With hypergradients this noisy, Adam
+            alone walks the parameters at random (about ``lr`` per step in any direction); the
+            decay bounds the walk (to about ``sqrt(lr / (2 prior_decay))``) while a consistent
+            signal still moves a parameter up to ``1 / prior_decay``. ``0`` turns it off.
+        top_k: export DADA's ``top_k`` most probable sub-policies, drawn uniformly, instead of
+            the fit's distribution (``None``).
         seed: seeds the policy's draws.
 
     Raises:
@@ -137,13 +146,18 @@ class DadaSearch(PolicySearch):
 
     def __init__(self, ops: Sequence[str] = AUTOAUGMENT_OPS, temperature: float = 0.5,
                  lr: float = 0.05, update_every: int = 8, hypergradient: str = "lookahead",
-                 top_k: int = 25, seed: int = 0):
+                 prior_decay: float = 0.0, top_k: int | None = None, seed: int = 0):
         self.lr = check_positive("lr", lr)
+        if not (isinstance(prior_decay, (int, float)) and not isinstance(prior_decay, bool)
+                and 0 <= prior_decay * lr < 1):
+            raise ValueError(f"prior_decay must be a number >= 0 with lr * prior_decay < 1 (the "
+                             f"fraction of the way back per step; lr is {lr}), got {prior_decay!r}")
+        self.prior_decay = float(prior_decay)
         self.hypergradient = hypergradient
         self._hypergradient = HYPERGRADIENTS.get(hypergradient)
         self.policy = DifferentiablePolicy(tuple(ops), temperature=temperature, seed=seed)
         self.update_every = check_int("update_every", update_every, 1)
-        self.top_k = check_int("top_k", top_k, 1)
+        self.top_k = None if top_k is None else check_int("top_k", top_k, 1)
         self.optimizer = OuterOptimizer(self.policy, self.lr)
         self.updates = 0
         self.history: list[dict[str, Any]] = []  # the op table at the end of each epoch
@@ -163,11 +177,13 @@ class DadaSearch(PolicySearch):
         grads = self._hypergradient(lambda: step.train_loss(self.policy(step.images, noise)),
                                     step.heldout_loss, step.weights, outer, step.lr)
         self.optimizer.step(grads if step.reduce is None else [step.reduce(g) for g in grads])
+        if self.prior_decay:
+            self.policy.decay_toward_prior_(self.lr * self.prior_decay)
         self.policy.project_()
         self.updates += 1
 
     def best_policy(self) -> Policy:
-        return self.policy.to_policy(self.top_k)
+        return self.policy.to_policy(top_k=self.top_k)
 
     def end_epoch(self, epoch: int, max_epochs: int) -> None:
         self.history.append({"epoch": epoch, "updates": self.updates,

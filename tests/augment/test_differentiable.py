@@ -93,6 +93,39 @@ def test_to_policy_keeps_the_heaviest_sub_policies_with_learned_values():
     assert policy.op_table()["probability"] == pytest.approx([0.5, 0.880797, 0.5], abs=1e-6)
 
 
+def test_to_policy_by_default_is_the_distribution_the_fit_trains_with(gray):
+    policy = DifferentiablePolicy(("rotate", "invert", "solarize", "contrast"), seed=0)
+    with torch.no_grad():
+        policy.logits.copy_(torch.log(torch.tensor([0.5, 0.3, 0.196, 0.004])))
+        policy.probability_logits.copy_(torch.tensor([0.0, 2.0, 0.0, 0.0]))
+        policy.magnitudes.copy_(torch.tensor([0.25, 0.7, 0.5, 0.9]))
+    exported = policy.to_policy(resolution=50)
+    assert exported.draws_per_sample == policy.ops_per_sub_policy == 2
+    assert all(len(ops) == 1 for ops in exported.sub_policies)
+    names = [ops[0].name for ops in exported.sub_policies]
+    # 25, 15, 9.8 and 0.2 of 50: the largest remainders round 9.8 up and 0.2 away; 5:3:2
+    assert [names.count(name) for name in policy.ops] == [5, 3, 2, 0]
+    assert exported.sub_policies[5][0] == OpSpec("invert", 0.8808, 0.0)
+    assert exported.sub_policies[0][0] == OpSpec("rotate", 0.5, 0.25)
+    # each slot of a sample draws the ops at the exported shares, as the fit's slots draw them
+    draws = torch.stack([policy.sample_noise(1).gumbel[0] for _ in range(4000)])  # (n, L, ops)
+    fit_shares = torch.bincount((policy.logits.detach() + draws).argmax(-1).flatten(),
+                                minlength=4) / draws[..., 0].numel()
+    assert fit_shares.tolist() == pytest.approx([0.5, 0.3, 0.196, 0.004], abs=0.02)
+
+
+def test_decay_toward_prior_moves_each_parameter_back_by_the_fraction():
+    policy = DifferentiablePolicy(("rotate", "invert"), initial_probability=0.2,
+                                  initial_magnitude=0.4)
+    prior = [p.detach().clone() for p in policy.parameters()]
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(torch.tensor([1.0, -0.5]))
+    policy.decay_toward_prior_(0.25)
+    for p, start in zip(policy.parameters(), prior):
+        torch.testing.assert_close(p.detach(), start + 0.75 * torch.tensor([1.0, -0.5]))
+
+
 def test_an_op_shares_its_parameters_across_slots(gray):
     policy = DifferentiablePolicy(("rotate", "brightness"), seed=0)
     noise = policy.sample_noise(gray.shape[0])

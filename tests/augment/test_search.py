@@ -181,6 +181,27 @@ def test_dada_bad_arguments():
                                          r"'unrolled'\?\); choose one of \['lookahead', "
                                          r"'unrolled'\]"):
         DadaSearch(hypergradient="unroled")
+    for bad in (-1.0, True, "1", 20.0):  # 20 x lr 0.05: the whole way back, every step
+        with pytest.raises(ValueError, match=r"prior_decay must be a number >= 0 with "
+                                             r"lr \* prior_decay < 1 .*lr is 0.05"):
+            DadaSearch(prior_decay=bad)
+    with pytest.raises(ValueError, match="top_k"):
+        DadaSearch(top_k=0)
+
+
+def test_prior_decay_bounds_how_far_the_policy_walks(rgb):
+    """The same outer steps with and without the decay: with it, every parameter stays
+    closer to its start, and the decay is what the policy applies after each step."""
+    walked = {}
+    for decay in (0.0, 4.0):
+        method = DadaSearch(ops=("rotate", "brightness", "invert"), prior_decay=decay, seed=0)
+        start = [p.detach().clone() for p in method.policy.parameters()]
+        for step in range(30):
+            method.outer_step(_step(rgb.repeat(2, 1, 1, 1), step)[1])
+        walked[decay] = [float((p.detach() - s).abs().max())
+                         for p, s in zip(method.policy.parameters(), start)]
+    assert all(with_decay < without for with_decay, without in zip(walked[4.0], walked[0.0]))
+    assert max(walked[4.0]) < 1 / 4.0  # a consistent signal moves it at most 1 / decay
 
 
 def _left_or_right(count, generator):

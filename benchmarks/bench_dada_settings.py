@@ -1,0 +1,98 @@
+"""DADA's settings side by side on the tasks of ``bench_augment_quality``: each setting's test
+top-1 in the fit and retrained with each export form, its cost over a plain fit, and how far
+its parameters moved; 3 seeds.
+
+    python -m benchmarks.bench_dada_settings [--tasks digits,fashion] [--seeds 3]
+        [--decays 0,1,4] [--out FILE]
+
+A setting is ``DadaSearch``'s defaults with ``prior_decay`` set. Each setting's policy is
+retrained twice: as the fit's distribution (the default export) and as DADA's 25 most probable
+sub-policies (``top_k=25``). "moved" is the mean over seeds of the largest ``|p - 0.5|`` of any
+op's probability and the largest op weight over the uniform one (``max w x n_ops``).
+Written to ``benchmarks/results/augment_dada_settings.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks.bench_augment_quality import TASKS, fit_and_test, found
+from benchmarks.bench_costs import write_atomic
+from nas_aug.data.fashion_mnist import DEFAULT_ROOT
+
+OUT = Path(__file__).parent / "results" / "augment_dada_settings.md"
+
+
+def _cell(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})"
+
+
+def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
+    task = TASKS[name]
+    plain = [fit_and_test(task, seed, task.epochs) for seed in range(seeds)]
+    base = statistics.mean(seconds for _, seconds, _ in plain)
+    lines = [f"## {name}: {task.about}", "", f"{task.epochs} epochs, seeds 0..{seeds - 1}; "
+             f"none (no augmentation): {_cell([a for a, _, _ in plain])}.", "",
+             "| prior_decay | in the fit | retrained, distribution | retrained, top 25 | cost "
+             "| max \\|p - 0.5\\| | max weight x n_ops |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for decay in decays:
+        fit, distribution, top, seconds, moved, heaviest = [], [], [], [], [], []
+        for seed in range(seeds):
+            accuracy, spent, callback = fit_and_test(task, seed, task.epochs, search="dada",
+                                                     prior_decay=decay)
+            method = callback.method
+            table = method.policy.op_table()
+            fit.append(accuracy)
+            seconds.append(spent)
+            moved.append(max(abs(p - 0.5) for p in table["probability"]))
+            heaviest.append(max(table["weight"]) * len(table["weight"]))
+            distribution.append(fit_and_test(task, seed, task.epochs, found(callback))[0])
+            top.append(fit_and_test(task, seed, task.epochs,
+                                    method.policy.to_policy(top_k=25))[0])
+            print(f"{name} seed {seed} decay {decay}: fit {accuracy:.4f}, retrained "
+                  f"{distribution[-1]:.4f} / {top[-1]:.4f}", flush=True)
+        lines.append(f"| {decay:g} | {_cell(fit)} | {_cell(distribution)} | {_cell(top)} | "
+                     f"{statistics.mean(seconds) / base:.2f}x | {statistics.mean(moved):.3f} | "
+                     f"{statistics.mean(heaviest):.2f} |")
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="digits,fashion")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--decays", default="0,1,4")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    names = [name for name in args.tasks.split(",") if name]
+    if unknown := [name for name in names if name not in TASKS]:
+        parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
+    decays = [float(value) for value in args.decays.split(",")]
+    started = time.perf_counter()
+    sections = []
+    for name in names:
+        if TASKS[name].needs_fashion_mnist and not Path(DEFAULT_ROOT).is_dir():
+            sys.exit(f"task {name!r} needs Fashion-MNIST in {DEFAULT_ROOT} (make data)")
+        sections += run_task(name, args.seeds, decays)
+    header = ["# DADA's settings: the prior decay and the export form", "",
+              "The fixed 3-conv network and tasks of `bench_augment_quality.py`, 2 CPU threads; "
+              "`DadaSearch` defaults but `prior_decay`. Reproduce with `python -m "
+              f"benchmarks.bench_dada_settings{''.join(' ' + a for a in sys.argv[1:])}`; this "
+              f"run took {(time.perf_counter() - started) / 60:.0f} min.", ""]
+    write_atomic(args.out, "\n".join(header + sections))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
