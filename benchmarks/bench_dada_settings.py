@@ -15,6 +15,7 @@ Written to ``benchmarks/results/augment_dada_settings.md``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import statistics
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_augment_quality import TASKS, fit_and_test, found
-from benchmarks.bench_costs import write_atomic
+from benchmarks.bench_costs import cpu_seconds, write_atomic
 from nas_aug.data.fashion_mnist import DEFAULT_ROOT
 
 OUT = Path(__file__).parent / "results" / "augment_dada_settings.md"
@@ -37,12 +38,10 @@ def _cell(values: list[float]) -> str:
 
 def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
     task = TASKS[name]
+    started, (busy, own) = time.perf_counter(), cpu_seconds()
     plain = [fit_and_test(task, seed, task.epochs) for seed in range(seeds)]
     base = statistics.mean(seconds for _, seconds, _ in plain)
-    lines = [f"## {name}: {task.about}", "", f"{task.epochs} epochs, seeds 0..{seeds - 1}; "
-             f"none (no augmentation): {_cell([a for a, _, _ in plain])}.", "",
-             "| prior_decay | in the fit | retrained, distribution | retrained, top 25 | cost "
-             "| max \\|p - 0.5\\| | max weight x n_ops |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for decay in decays:
         fit, distribution, top, seconds, moved, heaviest = [], [], [], [], [], []
         for seed in range(seeds):
@@ -59,10 +58,30 @@ def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
                                     method.policy.to_policy(top_k=25))[0])
             print(f"{name} seed {seed} decay {decay}: fit {accuracy:.4f}, retrained "
                   f"{distribution[-1]:.4f} / {top[-1]:.4f}", flush=True)
-        lines.append(f"| {decay:g} | {_cell(fit)} | {_cell(distribution)} | {_cell(top)} | "
-                     f"{statistics.mean(seconds) / base:.2f}x | {statistics.mean(moved):.3f} | "
-                     f"{statistics.mean(heaviest):.2f} |")
-    return lines + [""]
+        rows.append(f"| {decay:g} | {_cell(fit)} | {_cell(distribution)} | {_cell(top)} | "
+                    f"{statistics.mean(seconds) / base:.2f}x | {statistics.mean(moved):.3f} | "
+                    f"{statistics.mean(heaviest):.2f} |")
+    (busy_after, own_after), minutes = cpu_seconds(), (time.perf_counter() - started) / 60
+    others = (busy_after - busy) - (own_after - own)
+    return [f"## {name}: {task.about}", "",
+            f"{datetime.date.today()}, {minutes:.0f} min; other processes used {others:.0f} "
+            f"CPU-s meanwhile ({others / (minutes * 60):.2f} cores: above about 0.1 the cost "
+            f"column is skewed). {task.epochs} epochs, seeds 0..{seeds - 1}; none (no "
+            f"augmentation): {_cell([a for a, _, _ in plain])}.", "",
+            "| prior_decay | in the fit | retrained, distribution | retrained, top 25 | cost "
+            "| max \\|p - 0.5\\| | max weight x n_ops |", "|---:|---:|---:|---:|---:|---:|---:|",
+            *rows, ""]
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """The task sections of a results file, by task name."""
+    sections: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].split(":")[0], [])
+        if sections:
+            current.append(line)
+    return sections
 
 
 def main() -> None:
@@ -79,18 +98,20 @@ def main() -> None:
     if unknown := [name for name in names if name not in TASKS]:
         parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
     decays = [float(value) for value in args.decays.split(",")]
-    started = time.perf_counter()
-    sections = []
+    sections = _sections(args.out.read_text()) if args.out.exists() else {}  # kept if not rerun
     for name in names:
         if TASKS[name].needs_fashion_mnist and not Path(DEFAULT_ROOT).is_dir():
             sys.exit(f"task {name!r} needs Fashion-MNIST in {DEFAULT_ROOT} (make data)")
-        sections += run_task(name, args.seeds, decays)
+        sections[name] = run_task(name, args.seeds, decays)
     header = ["# DADA's settings: the prior decay and the export form", "",
               "The fixed 3-conv network and tasks of `bench_augment_quality.py`, 2 CPU threads; "
-              "`DadaSearch` defaults but `prior_decay`. Reproduce with `python -m "
-              f"benchmarks.bench_dada_settings{''.join(' ' + a for a in sys.argv[1:])}`; this "
-              f"run took {(time.perf_counter() - started) / 60:.0f} min.", ""]
-    write_atomic(args.out, "\n".join(header + sections))
+              "`DadaSearch` defaults but `prior_decay` (at most 1 / prior_decay of the way "
+              "from the start for a consistent hypergradient). Cost: the fit's seconds over a "
+              "plain fit's. Reproduce a task's section with `python -m "
+              "benchmarks.bench_dada_settings --tasks <task>`; a run replaces the sections of "
+              "the tasks it runs and keeps the others.", ""]
+    ordered = [sections[name] for name in TASKS if name in sections]
+    write_atomic(args.out, "\n".join(header + [line for lines in ordered for line in lines]))
     print(f"written to {args.out}")
 
 

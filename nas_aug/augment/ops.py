@@ -112,12 +112,13 @@ def _rotation_inverse(degrees: Tensor, height: int, width: int) -> Tensor:
                         sin, cos, (1 - cos) * cy - sin * cx], dim=1).view(-1, 2, 3)
 
 
-def _entry_inverse(row: int, column: int, side: int | None) -> Callable[[Tensor, int, int], Tensor]:
-    """The inverse of a shear (a factor at ``(row, column)``) or a shift (a fraction of the
-    side at ``(row, 2)``): the identity with the negated entry."""
+def _entry_inverse(row: int, column: int) -> Callable[[Tensor, int, int], Tensor]:
+    """The inverse of a shear (a factor at ``(row, column)``) or of a shift (column 2, a
+    fraction of the width for row 0, of the height for row 1): the identity with the entry
+    negated."""
     def inverse(value: Tensor, height: int, width: int) -> Tensor:
         matrix = torch.eye(2, 3, device=value.device, dtype=value.dtype).repeat(len(value), 1, 1)
-        matrix[:, row, column] = -value * ((width, height)[row] if side else 1)
+        matrix[:, row, column] = -value * ((width, height)[row] if column == 2 else 1)
         return matrix
 
     return inverse
@@ -127,8 +128,8 @@ def _entry_inverse(row: int, column: int, side: int | None) -> Callable[[Tensor,
 # the source pixel it samples, the inverse of kornia's rotate / shear / translate matrix
 AFFINE_INVERSES: dict[str, Callable[[Tensor, int, int], Tensor]] = {
     "rotate": _rotation_inverse,
-    "shear_x": _entry_inverse(0, 1, None), "shear_y": _entry_inverse(1, 0, None),
-    "translate_x": _entry_inverse(0, 2, 1), "translate_y": _entry_inverse(1, 2, 1)}
+    "shear_x": _entry_inverse(0, 1), "shear_y": _entry_inverse(1, 0),
+    "translate_x": _entry_inverse(0, 2), "translate_y": _entry_inverse(1, 2)}
 
 
 def warp_affine(images: Tensor, inverse: Tensor) -> Tensor:

@@ -128,7 +128,8 @@ class DadaSearch(PolicySearch):
             AdamW's decoupled weight decay does towards 0. With hypergradients this noisy, Adam
             alone walks the parameters at random (about ``lr`` per step in any direction); the
             decay bounds the walk (to about ``sqrt(lr / (2 prior_decay))``) while a consistent
-            signal still moves a parameter up to ``1 / prior_decay``. ``0`` turns it off.
+            signal still moves a parameter up to ``1 / prior_decay``. ``0`` turns it off
+            (``benchmarks/results/augment_dada_settings.md`` compares 0, 1 and 4).
         top_k: export DADA's ``top_k`` most probable sub-policies, drawn uniformly, instead of
             the fit's distribution (``None``).
         seed: seeds the policy's draws.
@@ -146,7 +147,7 @@ class DadaSearch(PolicySearch):
 
     def __init__(self, ops: Sequence[str] = AUTOAUGMENT_OPS, temperature: float = 0.5,
                  lr: float = 0.05, update_every: int = 8, hypergradient: str = "lookahead",
-                 prior_decay: float = 0.0, top_k: int | None = None, seed: int = 0):
+                 prior_decay: float = 1.0, top_k: int | None = None, seed: int = 0):
         self.lr = check_positive("lr", lr)
         if not (isinstance(prior_decay, (int, float)) and not isinstance(prior_decay, bool)
                 and 0 <= prior_decay * lr < 1):

@@ -214,15 +214,20 @@ def _left_or_right(count, generator):
     return images.clamp(0, 1), labels
 
 
-@pytest.mark.parametrize("hypergradient", ["lookahead", "unrolled"])
-def test_dada_turns_down_an_op_that_destroys_the_label(hypergradient):
+# the default decay towards the prior damps the response (hflip's probability 0.42 after 120
+# steps, 0.28 without), and damps the random walk of every other op more
+@pytest.mark.parametrize("hypergradient, prior_decay, most_probability", [
+    ("lookahead", 0.0, 0.4), ("unrolled", 0.0, 0.4), ("lookahead", 1.0, 0.45)])
+def test_dada_turns_down_an_op_that_destroys_the_label(hypergradient, prior_decay,
+                                                        most_probability):
     ops = ("hflip", "brightness", "contrast", "sharpness", "rotate", "shear_x")
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((1, 4)),
                         nn.Flatten(), nn.Linear(32, 2))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    method = DadaSearch(ops=ops, hypergradient=hypergradient, update_every=1, seed=0)
+    method = DadaSearch(ops=ops, hypergradient=hypergradient, update_every=1, seed=0,
+                        prior_decay=prior_decay)
     heldout_images, heldout_labels = _left_or_right(256, generator)
     for step in range(120):
         images, labels = _left_or_right(32, generator)
@@ -239,7 +244,7 @@ def test_dada_turns_down_an_op_that_destroys_the_label(hypergradient):
     use = [w * p for w, p in zip(table["weight"], table["probability"])]  # per slot
     assert use[0] < 0.5 * (1 / len(ops)) * 0.5  # below half of where it started
     assert use[0] < 0.5 * min(use[1:])  # and well below every other op
-    assert table["probability"][0] < 0.4
+    assert table["probability"][0] < most_probability
 
 
 def test_presets_race_beside_the_grid_and_can_win():
