@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..validation import check_int
 from ._fused import BLEND, GEOMETRIC, PIXEL, blend, remap, warp
-from .ops import OP_NAMES, OPS, get_op
+from .ops import OP_NAMES, OPS, get_op, parameters
 from .policy import OpSpec, Policy
 
 __all__ = ["IMAGE_TOLERANCE", "AugmentParams", "PolicyAugment", "apply_params", "check_images",
@@ -266,12 +266,6 @@ _ORDER = tuple(name for _, names in _KERNELS for name in names)
 _RANK = torch.tensor([len(_ORDER)] + [_ORDER.index(name) if name in _ORDER else len(_ORDER)
                                       for name in OP_NAMES])
 _COLOR = OP_NAMES.index("color")
-# op index + 1 (0: no op) -> the start and span of its parameter (zeros without a magnitude),
-# and whether it is signed
-_RANGES = [(0.0, 0.0)] + [OPS[name].value_range or (0.0, 0.0) for name in OP_NAMES]
-_PARAMETER_TABLES = (torch.tensor([low for low, _ in _RANGES], dtype=torch.float64),
-                     torch.tensor([high - low for low, high in _RANGES], dtype=torch.float64),
-                     torch.tensor([False] + [OPS[name].signed for name in OP_NAMES]))
 
 
 def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
@@ -283,11 +277,7 @@ def _apply(images: Tensor, policy: Policy, params: AugmentParams) -> Tensor:
     magnitude = magnitudes[sub_policy].reshape(batch, steps).T
     sign = params.sign.cpu().reshape(batch, steps).T
     position = params.position.cpu().reshape(batch, steps, 2).transpose(0, 1)
-    # Op.parameter for every sample at once, in its float64 arithmetic (0 where no op runs)
-    start, span, signed = (table[op + 1] for table in _PARAMETER_TABLES)
-    offset = span * magnitude.to(torch.float64)
-    value = (start + torch.where(signed, offset * sign.to(torch.float64), offset)).to(
-        magnitude.dtype)
+    value = parameters(op, magnitude, sign)
     rank = _RANK[op + 1]
     if images.shape[1] == 1:
         rank[op == _COLOR] = len(_ORDER)  # grey images have no saturation to change

@@ -70,7 +70,7 @@ from ..validation import closest_match
 
 __all__ = ["AUTOAUGMENT_OPS", "BASE_OPS", "GEOMETRIC_OPS", "OPS", "OP_NAMES", "OP_SUBSETS",
            "RANDAUGMENT_OPS", "AFFINE_INVERSES", "Op", "crop_offsets", "cutout_boxes", "get_op",
-           "suggest", "warp_affine"]
+           "parameters", "suggest", "warp_affine"]
 
 # torchvision's translate range for AutoAugment and RandAugment: 150 px on a 331 px image
 TRANSLATE_FRACTION = 150.0 / 331.0
@@ -381,6 +381,29 @@ _TABLE = (
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
 OP_NAMES: tuple[str, ...] = tuple(OPS)
+# op index + 1 (0: no op) -> the start and span of its parameter (zeros without a magnitude)
+# and whether it is signed, for parameters()
+_RANGES = [(0.0, 0.0)] + [OPS[name].value_range or (0.0, 0.0) for name in OP_NAMES]
+_PARAMETER_TABLES = (torch.tensor([low for low, _ in _RANGES], dtype=torch.float64),
+                     torch.tensor([high - low for low, high in _RANGES], dtype=torch.float64),
+                     torch.tensor([False] + [OPS[name].signed for name in OP_NAMES]))
+
+
+def parameters(op: Tensor, magnitude: Tensor, sign: Tensor) -> Tensor:
+    """:meth:`Op.parameter` of ``OP_NAMES[op]`` for every entry at once, in its float64
+    arithmetic; 0 where ``op`` is -1 (no op) or the op has no magnitude. CPU tensors.
+
+    >>> import torch
+    >>> parameters(torch.tensor([OP_NAMES.index("rotate"), -1]), torch.tensor([0.5, 0.5]),
+    ...            torch.tensor([-1.0, 1.0]))
+    tensor([-15.,   0.])
+    """
+    start, span, signed = (table[op + 1] for table in _PARAMETER_TABLES)
+    offset = span * magnitude.to(torch.float64)
+    return (start + torch.where(signed, offset * sign.to(torch.float64), offset)).to(
+        magnitude.dtype)
+
+
 # the standard pipeline's ops: random crop with padding, horizontal flip, Cutout
 BASE_OPS: tuple[str, ...] = ("crop", "hflip", "cutout")
 # the RandAugment paper's 14 ops (TrivialAugment uses the same set)

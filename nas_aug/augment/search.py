@@ -149,11 +149,11 @@ class DadaSearch(PolicySearch):
                  lr: float = 0.05, update_every: int = 8, hypergradient: str = "lookahead",
                  prior_decay: float = 1.0, top_k: int | None = None, seed: int = 0):
         self.lr = check_positive("lr", lr)
-        if not (isinstance(prior_decay, (int, float)) and not isinstance(prior_decay, bool)
-                and 0 <= prior_decay * lr < 1):
-            raise ValueError(f"prior_decay must be a number >= 0 with lr * prior_decay < 1 (the "
-                             f"fraction of the way back per step; lr is {lr}), got {prior_decay!r}")
-        self.prior_decay = float(prior_decay)
+        hint = f" with lr * prior_decay < 1 (the fraction of the way back per step; lr is {lr})"
+        self.prior_decay = check_positive("prior_decay", prior_decay, allow_zero=True, hint=hint)
+        if self.prior_decay * self.lr >= 1:
+            raise ValueError(f"prior_decay must be a non-negative number{hint}, "
+                             f"got {prior_decay!r}")
         self.hypergradient = hypergradient
         self._hypergradient = HYPERGRADIENTS.get(hypergradient)
         self.policy = DifferentiablePolicy(tuple(ops), temperature=temperature, seed=seed)

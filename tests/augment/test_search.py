@@ -182,8 +182,8 @@ def test_dada_bad_arguments():
                                          r"'unrolled'\]"):
         DadaSearch(hypergradient="unroled")
     for bad in (-1.0, True, "1", 20.0):  # 20 x lr 0.05: the whole way back, every step
-        with pytest.raises(ValueError, match=r"prior_decay must be a number >= 0 with "
-                                             r"lr \* prior_decay < 1 .*lr is 0.05"):
+        with pytest.raises(ValueError, match=r"prior_decay must be a non-negative number with "
+                                             r"lr \* prior_decay < 1 .*lr is 0.05\), got "):
             DadaSearch(prior_decay=bad)
     with pytest.raises(ValueError, match="top_k"):
         DadaSearch(top_k=0)
