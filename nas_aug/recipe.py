@@ -2,8 +2,9 @@
 
 supernet training + constrained search (``OneShotNAS``), with the augmentation policy searched
 in the same fit when the recipe has an ``augment`` method (``AugmentSearch``) → export →
-retraining of the winner, the largest and the smallest sub-network from scratch (with the
-searched policy, if any) → a results table.
+retraining from scratch of the winner, the largest sub-network within the budget (the rule of
+thumb the search has to beat), the largest and the smallest sub-network (with the searched
+policy, if any) → a results table.
 
 Every fit checkpoints into ``out_dir/checkpoints/<fit>/last.ckpt`` (the supernet fit also
 ``searched.ckpt`` once its search is done), so ``run_recipe(..., resume=True)`` continues a
@@ -41,6 +42,7 @@ from .io import atomic_write, read_json, write_json
 from .result import Candidate, SearchResult
 from .space.choice import sample_key
 from .strategies import Evolution, get_strategy
+from .strategies.base import LARGEST_WITHIN
 from .supernet import extract_subnet, supernet_info
 from .validation import check_int, check_positive, closest_match
 
@@ -396,8 +398,12 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
                                 None, epochs=0, progress=progress)
             rows.append(_row(f"{name}, inherited weights", found.chosen, found.score, accuracy))
             to_train.append((name, f"retrain_searched{suffix}", found.chosen, found.score))
+            if (fits := found.references.get(LARGEST_WITHIN)) is not None:
+                to_train.append((LARGEST_WITHIN if directory is None else
+                                 name.replace("searched", "largest", 1),
+                                 f"retrain_largest_within{suffix}", fits, None))
         to_train += [(name, f"retrain_{name}", candidate, None)
-                     for name, candidate in result.references.items()]
+                     for name, candidate in result.references.items() if name != LARGEST_WITHIN]
         info, trained = supernet_info(model.net), {}
         for name, fit, candidate, heldout in to_train:
             key = sample_key(candidate.sample)
@@ -519,14 +525,20 @@ def _searched(nas, out_dir: Path, trainer: pl.Trainer
 
 
 def training_cost(recipe: Recipe) -> str:
-    """What ``run_recipe`` trains: the supernet, then three networks from scratch (the winner,
-    the largest and the smallest sub-network).
+    """What ``run_recipe`` trains: the supernet, then from scratch each search's winner and,
+    with a budget, the largest sub-network within it, and the largest and the smallest
+    sub-network (networks that coincide are trained once, which this does not foresee).
 
-    >>> training_cost(Recipe.from_dict({"supernet": {"epochs": 5}, "retrain": {"epochs": 2}}))
-    '5 supernet epochs + 3 retrainings x 2 epochs'
+    >>> training_cost(Recipe.from_dict({"supernet": {"epochs": 5}, "retrain": {"epochs": 2},
+    ...                                 "search": {"budget": {"macs": 1e6}}}))
+    '5 supernet epochs + 4 retrainings x 2 epochs'
     """
-    return (f"{recipe.supernet.epochs} supernet epochs + 3 retrainings x "
-            f"{recipe.retrain.epochs} epochs")
+    search = recipe.search
+    searches = len(search.budgets) or 1
+    budgeted = bool(search.budgets) or any(
+        value is not None for value in dataclasses.asdict(search.budget).values())
+    return (f"{recipe.supernet.epochs} supernet epochs + {searches * (1 + budgeted) + 2} "
+            f"retrainings x {recipe.retrain.epochs} epochs")
 
 
 def _check_out_dir(out_dir: Path) -> None:

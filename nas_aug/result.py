@@ -72,10 +72,11 @@ class SearchResult:
     ``probabilities`` / ``argmax``: a gradient strategy's final distribution and its most
     probable architecture; ``note`` says why the chosen one differs from what the strategy
     preferred; ``cost`` is what the search cost (:class:`~nas_aug.accounting.SearchCost` as
-    JSON); ``references`` are the largest and smallest sub-networks with their costs, the
-    baselines every result is read against; ``precision`` is the Lightning precision the
-    held-out scores were measured under (``"bf16-mixed"``: under autocast, which the export
-    does not run in); ``costs_cover`` says what the costs leave out of the user's model.
+    JSON); ``references`` are the largest and smallest sub-networks with their costs (and,
+    with a budget, the largest within it), the baselines every result is read against;
+    ``precision`` is the Lightning precision the held-out scores were measured under
+    (``"bf16-mixed"``: under autocast, which the export does not run in); ``costs_cover`` says
+    what the costs leave out of the user's model.
 
     >>> best = Candidate({"k": 5}, score=0.9, macs=20, params=4)
     >>> SearchResult(best, [best], [best], "spos", (1, 8, 8)).sample

@@ -93,6 +93,7 @@ def test_one_gpu_recipe_runs_end_to_end_on_the_cpu(name, tmp_path, capsys):
     assert (out / "subnet.safetensors").exists() and (out / "report.md").exists()
     results = (out / "results.md").read_text()
     for row in ("searched, inherited weights", "searched, retrained from scratch",
+                "largest within budget, retrained from scratch",
                 "largest, retrained from scratch", "smallest, retrained from scratch"):
         assert f"| {row} |" in results
     assert "precision: bf16-mixed" in results and "data:\n  name: cifar10\n" in results

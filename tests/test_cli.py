@@ -77,8 +77,11 @@ def test_run_recipe_end_to_end(tmp_path, capsys, lightning_logs):
     assert arch["macs"] <= 500_000 and arch["budget"]["macs"] == 500_000
     results = (out / "results.md").read_text()
     for row in ("searched, inherited weights", "searched, retrained from scratch",
+                "largest within budget, retrained from scratch",
                 "largest, retrained from scratch", "smallest, retrained from scratch"):
         assert f"| {row} |" in results
+    fits = re.search(r"\| largest within budget, retrained from scratch \| ([\d,]+) \|", results)
+    assert int(fits.group(1).replace(",", "")) <= 500_000
     assert (out / "subnet.safetensors").exists() and (out / "report.md").exists()
     printed = capsys.readouterr()
     assert "| searched, inherited weights |" in printed.out
@@ -158,6 +161,9 @@ def test_recipe_with_several_budgets_exports_and_retrains_each_winner(tmp_path):
         for how in ("inherited weights", "retrained from scratch"):
             assert (f"| searched within Budget(macs<={limit:,}), {how} | {arch.macs:,} | "
                     f"{arch.params:,} | {arch.score:.4f} |") in results
+        fits = re.search(rf"\| largest within Budget\(macs<={limit:,}\), retrained from "
+                         r"scratch \| ([\d,]+) \|", results)
+        assert int(fits.group(1).replace(",", "")) <= limit
     assert "| largest, retrained from scratch |" in results
     assert "[budget_1](budget_1/report.md)" in (out / "budgets.md").read_text()
 
@@ -250,9 +256,9 @@ def test_recipes_lists_every_bundled_recipe(capsys):
     assert header == ["recipe", "data", "cost", "device"]
     rows = {row[0]: row[1:] for row in rows}
     assert list(rows) == list(bundled_recipes())
-    assert rows["digits_spos"] == ["digits", "30 supernet epochs + 3 retrainings x 30 epochs",
+    assert rows["digits_spos"] == ["digits", "30 supernet epochs + 4 retrainings x 30 epochs",
                                    "auto, devices=1, 32-true"]
-    assert rows["cifar10_ddp"] == ["cifar10", "150 supernet epochs + 3 retrainings x 100 epochs",
+    assert rows["cifar10_ddp"] == ["cifar10", "150 supernet epochs + 4 retrainings x 100 epochs",
                                    "gpu, devices=4, bf16-mixed, ddp_find_unused_parameters_true"]
 
 

@@ -86,6 +86,17 @@ class Budget:
                 and (self.params is None or cost.params <= self.params)
                 and (self.latency_ms is None or cost.latency_ms <= self.latency_ms))
 
+    def excess(self, cost: Cost) -> float:
+        """The largest ratio of a cost to its limit: at most 1 where the budget allows ``cost``.
+
+        >>> Budget(macs=1000, params=100).excess(Cost(macs=500, params=150))
+        1.5
+        """
+        self.allows(cost)  # a latency limit needs a measured latency
+        return max(value / limit for value, limit in (
+            (cost.macs, self.macs), (cost.params, self.params),
+            (cost.latency_ms, self.latency_ms)) if limit is not None)
+
     def __str__(self) -> str:
         parts = [f"macs<={self.macs:,}" if self.macs else "",
                  f"params<={self.params:,}" if self.params else "",

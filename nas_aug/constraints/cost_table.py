@@ -28,7 +28,7 @@ from ..space import ElasticDepth, LayerChoice, Space, sample_key
 from ..space.mixing import check_weights
 from ..supernet import activate, device_of, extract_subnet, record_input_shapes, space_of
 from ..validation import check_int
-from .budget import Cost
+from .budget import Budget, Cost
 from .counters import FvcoreCounter, MacCounter, count_params
 from .latency import forward_ms
 
@@ -122,6 +122,44 @@ class CostTable:
                 cost = unit.costs[key]
                 macs, params = macs + cost.macs, params + cost.params
         return Cost(macs, params, latency)
+
+    def largest_within(self, budget: Budget) -> dict[str, Any] | None:
+        """The sample with the most parameters (then MACs) that ``budget`` allows, "the
+        largest network that fits": the rule of thumb a search has to beat. Found by hill
+        climbing over the table from the largest sample, one label changed at a time: down
+        while the budget refuses it (each step the largest of the changes that bring it nearer
+        the budget), then up while a larger one still fits (the largest). A local optimum;
+        ``None`` where the descent gets stuck above the budget.
+
+        >>> from nas_aug.constraints import Budget
+        >>> from nas_aug.search_spaces import create_space
+        >>> net = create_space("mobilenet_tiny", in_chans=1, img_size=8)
+        >>> table = CostTable.build(net, (1, 8, 8))
+        >>> largest = table(table.space.largest())
+        >>> found = table(table.largest_within(Budget(macs=largest.macs // 2)))
+        >>> found.macs <= largest.macs // 2, found.params > 0.8 * largest.params
+        (True, True)
+        """
+        space = self.space
+
+        def size(sample: Mapping[str, Any]) -> tuple[int, int]:  # what "larger" means
+            cost = self(sample)
+            return cost.params, cost.macs
+
+        def neighbours(sample: dict[str, Any]) -> list[dict[str, Any]]:
+            return [{**sample, label: value} for label in space.labels
+                    for value in space.candidates(label) if value != sample[label]]
+
+        current = space.largest()
+        while (excess := budget.excess(self(current))) > 1:
+            nearer = [s for s in neighbours(current) if budget.excess(self(s)) < excess]
+            if not nearer:
+                return None
+            current = max(nearer, key=size)
+        while bigger := [s for s in neighbours(current)
+                         if size(s) > size(current) and budget.allows(self(s))]:
+            current = max(bigger, key=size)
+        return current
 
     def expected(self, probabilities: Mapping[str, torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

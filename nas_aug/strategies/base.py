@@ -34,6 +34,7 @@ from ..validation import closest_match
 from .searcher import Searcher
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+LARGEST_WITHIN = "largest within budget"  # the reference a search has to beat
 
 
 @dataclass
@@ -67,10 +68,15 @@ class SearchContext:
 
     def result(self, chosen: Candidate, top: list[Candidate], candidates: list[Candidate],
                strategy: str, **extra: Any) -> SearchResult:
-        """A result with the context's input shape, budget and reference sub-networks."""
+        """A result with the context's input shape, budget and reference sub-networks: the
+        largest and the smallest, and with a budget the largest within it
+        (:meth:`~nas_aug.constraints.CostTable.largest_within`)."""
         table = self.cost_table
-        references = {name: Candidate.of(sample, None, table(sample)) for name, sample
-                      in (("largest", self.space.largest()), ("smallest", self.space.smallest()))}
+        samples = {"largest": self.space.largest(), "smallest": self.space.smallest()}
+        if self.budget is not None and (fits := table.largest_within(self.budget)) is not None:
+            samples[LARGEST_WITHIN] = canonical_sample(self.supernet, fits, self.space)
+        references = {name: Candidate.of(sample, None, table(sample))
+                      for name, sample in samples.items()}
         return SearchResult(chosen=chosen, top=top, candidates=candidates, strategy=strategy,
                             input_shape=table.input_shape, budget=self.budget,
                             references=references, **extra)

@@ -71,6 +71,14 @@ def test_budget_allows():
     assert not Budget(macs=10).allows(Cost(macs=11, params=0))
 
 
+def test_budget_excess_is_the_worst_ratio_to_a_limit():
+    assert Budget(macs=1000, params=100).excess(Cost(macs=500, params=150)) == 1.5
+    assert Budget(params=100).excess(Cost(macs=10**9, params=50)) == 0.5
+    assert Budget(latency_ms=2.0).excess(Cost(macs=1, params=1, latency_ms=3.0)) == 1.5
+    with pytest.raises(ValueError, match="no latency measured|has none measured"):
+        Budget(latency_ms=2.0).excess(Cost(macs=1, params=1))
+
+
 def test_get_counter():
     assert isinstance(get_counter("fvcore"), FvcoreCounter)
     assert isinstance(get_counter("torch"), TorchCounter)
@@ -132,6 +140,39 @@ def test_smallest_and_largest_bound_random_costs(tiny8):
         assert low.macs <= cost.macs <= high.macs
         assert low.params <= cost.params <= high.params
     assert low.macs < high.macs and low.params < high.params
+
+
+def larger_neighbours(table, sample, budget):
+    """The samples one label away from ``sample`` that are larger and fit ``budget``."""
+    size = (table(sample).params, table(sample).macs)
+    return [neighbour for label in table.space.labels
+            for value in table.space.candidates(label)
+            if (neighbour := {**sample, label: value}) != sample
+            and (table(neighbour).params, table(neighbour).macs) > size
+            and budget.allows(table(neighbour))]
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.8])
+def test_largest_within_a_budget_fits_and_no_single_change_enlarges_it(tiny8, share):
+    _, table = tiny8
+    space, largest = table.space, table(table.space.largest())
+    budget = Budget(macs=int(share * largest.macs))
+    found = table.largest_within(budget)
+    assert budget.allows(table(found))
+    assert larger_neighbours(table, found, budget) == []  # a local optimum of (params, MACs)
+    rng = random.Random(0)
+    fitting = [c for c in (table(space.random(rng)) for _ in range(300)) if budget.allows(c)]
+    assert fitting and table(found).params >= max(c.params for c in fitting)
+
+
+def test_largest_within_a_params_budget_and_an_impossible_one(tiny8):
+    _, table = tiny8
+    space = table.space
+    budget = Budget(params=table(space.largest()).params // 2)
+    found = table(table.largest_within(budget))
+    assert budget.params * 0.9 < found.params <= budget.params
+    assert table.largest_within(Budget(macs=table(space.smallest()).macs - 1)) is None
+    assert table.largest_within(Budget(macs=10**12)) == space.largest()
 
 
 def no_count(inputs, outputs) -> Counter:
