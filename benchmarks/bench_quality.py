@@ -27,12 +27,14 @@ import lightning.pytorch as pl
 from scipy.stats import kendalltau
 from torch import nn
 
-from nas_aug import Architecture, build_subnet, load_architecture
+from nas_aug import Architecture, Budget, build_subnet, load_architecture
+from nas_aug.constraints import CostTable
 from nas_aug.recipe import Recipe, make_datamodule, make_search, make_trainer, retrain
+from nas_aug.search_spaces import create_space
 from nas_aug.space import Sample
 from nas_aug.space.choice import sample_key
 from nas_aug.strategies.evaluation import recalibrate_batch_norm, top1_accuracy
-from nas_aug.supernet import activate, canonical_sample
+from nas_aug.supernet import activate, canonical_sample, space_of
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fashion_mnist_spos.yaml"
 HAND_RULE = ("kernel 3 and the widest head everywhere, full depth, one expand ratio for every "
@@ -91,14 +93,15 @@ class Trained:
     test: float | None = None
 
 
-def load_recipe(mode: QualityMode) -> Recipe:
-    """The Fashion-MNIST recipe on CPU, scaled down to ``mode``."""
+def load_recipe(mode: QualityMode, overrides: tuple[str, ...] = ()) -> Recipe:
+    """The Fashion-MNIST recipe on CPU, scaled down to ``mode``, with ``overrides``."""
     overrides = [f"supernet.epochs={mode.epochs}", f"retrain.epochs={mode.epochs}",
                  f"data.kwargs.train_fraction={mode.train_fraction}",
                  f"data.kwargs.heldout_fraction={mode.heldout_fraction}",
                  f"data.kwargs.test_fraction={mode.test_fraction}",
                  f"search.population_size={mode.population}",
-                 f"search.generations={mode.generations}", "trainer.accelerator=cpu"]
+                 f"search.generations={mode.generations}", "trainer.accelerator=cpu",
+                 *overrides]
     return Recipe.from_yaml(RECIPE, overrides)
 
 
@@ -115,36 +118,52 @@ def training_order(datamodule, seed: int) -> Iterator[None]:
 
 
 class QualityBench:
-    """The recipe's search once, then every retraining rows 4, 5b and 6 need."""
+    """The recipe's data, space, cost table and budget; its search (:meth:`search`), and
+    every retraining rows 4, 5b and 6 need."""
 
-    def __init__(self, mode: QualityMode, out_dir: Path):
+    def __init__(self, mode: QualityMode, out_dir: Path, overrides: tuple[str, ...] = ()):
         self.mode, self.out_dir = mode, out_dir
-        self.recipe = load_recipe(mode)
-        self.datamodule = make_datamodule(self.recipe)
+        self.recipe = recipe = load_recipe(mode, overrides)
+        self.datamodule = make_datamodule(recipe)
         self.datamodule.setup()
+        self.net = create_space(recipe.space.name, **recipe.space.kwargs)  # never trained
+        self.space = space_of(self.net)
+        self.table = CostTable.build(self.net, self.datamodule.input_shape)
+        self.budget = Budget(**{key: value for key, value in
+                                dataclasses.asdict(recipe.search.budget).items()
+                                if value is not None})
+        self.template = Architecture(space=recipe.space.name, space_kwargs=recipe.space.kwargs,
+                                     sample={}, input_shape=self.datamodule.input_shape)
+        self.calibration_batches = recipe.search.calibration_batches
         self.trained: list[Trained] = []  # everything trained, in order
 
     # ---- the search and the candidates ------------------------------------------------
-    def search(self) -> None:
-        """The recipe's supernet fit (SPOS + evolution + export), timed as a whole."""
-        recipe = self.recipe
+    def search(self, seed: int | None = None) -> Architecture:
+        """The recipe's supernet fit (SPOS + evolution + export), timed as a whole, with
+        ``seed`` (default: the recipe's) for the weights, the training order and the search;
+        the data split stays the recipe's."""
+        recipe = self.recipe if seed is None else dataclasses.replace(self.recipe, seed=seed)
         started = time.perf_counter()
-        pl.seed_everything(recipe.seed, verbose=False)
-        self.model, callbacks = make_search(recipe, self.out_dir, overwrite=True, progress=False)
-        self.nas = callbacks[0]
-        trainer = make_trainer(recipe, self.out_dir, "supernet", recipe.supernet.epochs,
-                               callbacks, progress=False)
-        trainer.fit(self.model, self.datamodule)
+        with training_order(self.datamodule, recipe.seed):
+            pl.seed_everything(recipe.seed, verbose=False)
+            self.model, callbacks = make_search(recipe, self.out_dir, overwrite=True,
+                                                progress=False)
+            self.nas = callbacks[0]
+            trainer = make_trainer(recipe, self.out_dir, "supernet", recipe.supernet.epochs,
+                                   callbacks, progress=False)
+            trainer.fit(self.model, self.datamodule)
         self.search_seconds = time.perf_counter() - started
-        self.arch: Architecture = load_architecture(self.out_dir)
-        self.space, self.table, self.budget = self.nas.space, self.nas.cost_table, self.nas.budget
+        self.searched: Architecture = load_architecture(self.out_dir)
+        if self.table(self.searched.sample) != self.nas.cost_table(self.searched.sample):
+            raise RuntimeError("the search's cost table disagrees with the bench's")
+        return self.searched
 
     def random_samples(self, n: int, rng: random.Random, exclude=()) -> list[Sample]:
         """``n`` distinct architectures drawn uniformly among the samples the cost table admits
         (rejection sampling), in canonical form, none of them in ``exclude``."""
         seen, out = {sample_key(s) for s in exclude}, []
         while len(out) < n:
-            sample = canonical_sample(self.model.net, self.space.random(rng), self.space)
+            sample = canonical_sample(self.net, self.space.random(rng), self.space)
             if self.budget.allows(self.table(sample)) and sample_key(sample) not in seen:
                 seen.add(sample_key(sample))
                 out.append(sample)
@@ -161,7 +180,7 @@ class QualityBench:
                 sample[label] = (expand if label.endswith(".expand") else
                                  3 if label.endswith(".kernel") else
                                  depths.get(label, candidates[-1]))
-            return canonical_sample(self.model.net, sample, space)
+            return canonical_sample(self.net, sample, space)
 
         for expand in reversed(space.candidates("stage0.block0.expand")):
             if self.budget.allows(self.table(sample := uniform(expand, {}))):
@@ -181,7 +200,7 @@ class QualityBench:
         """``sample`` built freshly (``build_subnet(weights=False)``) and trained with the
         recipe's retraining schedule, ``seed`` setting the initialisation and the training
         order; its held-out top-1, and its test top-1 if ``test``."""
-        arch = dataclasses.replace(self.arch, sample=sample)
+        arch = dataclasses.replace(self.template, sample=sample)
         with training_order(self.datamodule, seed):
             pl.seed_everything(seed, verbose=False)
             module, _, seconds = retrain(build_subnet(arch, weights=False), self.datamodule,
@@ -199,12 +218,30 @@ class QualityBench:
         self.trained.append(run)
         return run
 
+    def random_search(self, seconds: float, rng: random.Random, seed: int, exclude=()
+                      ) -> tuple[list[Trained], float]:
+        """Candidates uniform within the budget (drawn by ``rng``, none in ``exclude``), each
+        trained fully with ``seed``, one after another for ``seconds``: a candidate starts only
+        if the mean candidate time so far still fits (the first always does). The candidates,
+        each timed with its held-out scoring, and the seconds used."""
+        candidates, taken = [], list(exclude)
+        started = time.perf_counter()
+        while not candidates or (time.perf_counter() - started
+                                 + statistics.mean(c.seconds for c in candidates)) <= seconds:
+            (sample,) = self.random_samples(1, rng, exclude=taken)
+            taken.append(sample)
+            t0 = time.perf_counter()
+            run = self.train(f"random search {len(candidates) + 1}", sample, seed, test=False)
+            run.seconds = time.perf_counter() - t0  # training and held-out scoring: its cost
+            candidates.append(run)
+        return candidates, time.perf_counter() - started
+
     def calibration(self) -> list:
         """The first training batches in the recipe seed's order (as many as the search uses)."""
         if not hasattr(self, "_calibration"):
             with training_order(self.datamodule, self.recipe.seed):
                 self._calibration = [x for x, _ in islice(self.datamodule.train_dataloader(),
-                                                          self.nas.calibration_batches)]
+                                                          self.calibration_batches)]
         return self._calibration
 
     def test(self, run: Trained) -> float:
@@ -222,8 +259,8 @@ def quality(bench: QualityBench) -> tuple[Row, list[str]]:
     """Row 4: searched vs random vs hand-picked, each retrained with every seed."""
     mode, recipe = bench.mode, bench.recipe
     randoms = bench.random_samples(mode.random_archs, random.Random(recipe.seed + 4),
-                                   exclude=[bench.arch.sample])
-    archs = {"searched": bench.arch.sample, "hand-picked": bench.hand_picked(),
+                                   exclude=[bench.searched.sample])
+    archs = {"searched": bench.searched.sample, "hand-picked": bench.hand_picked(),
              **{f"random {i + 1}": s for i, s in enumerate(randoms)}}
     runs = {name: [bench.train(name, sample, seed) for seed in mode.seeds]
             for name, sample in archs.items()}
@@ -269,17 +306,8 @@ def random_search(bench: QualityBench) -> tuple[Row, list[str]]:
     (a candidate starts only if the mean candidate time so far still fits; the first always
     does); the best on the held-out split is tested."""
     recipe, budget_s = bench.recipe, bench.search_seconds
-    rng, candidates, taken = random.Random(recipe.seed + 6), [], [bench.arch.sample]
-    started = time.perf_counter()
-    while not candidates or (time.perf_counter() - started
-                             + statistics.mean(c.seconds for c in candidates)) <= budget_s:
-        (sample,) = bench.random_samples(1, rng, exclude=taken)
-        taken.append(sample)
-        t0 = time.perf_counter()
-        run = bench.train(f"random search {len(candidates) + 1}", sample, recipe.seed, test=False)
-        run.seconds = time.perf_counter() - t0  # training and held-out scoring: what it costs
-        candidates.append(run)
-    used = time.perf_counter() - started
+    candidates, used = bench.random_search(budget_s, random.Random(recipe.seed + 6), recipe.seed,
+                                           exclude=[bench.searched.sample])
     best = max(candidates, key=lambda c: (c.heldout, -c.macs))
     bench.test(best)
     ours = [r for r in bench.trained if r.name == "searched"]
