@@ -32,7 +32,7 @@ from nas_aug.data.fashion_mnist import DEFAULT_ROOT
 OUT = Path(__file__).parent / "results" / "augment_dada_settings.md"
 
 
-def _cell(values: list[float]) -> str:
+def mean_range(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})"
 
 
@@ -58,7 +58,8 @@ def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
                                     method.policy.to_policy(top_k=25))[0])
             print(f"{name} seed {seed} decay {decay}: fit {accuracy:.4f}, retrained "
                   f"{distribution[-1]:.4f} / {top[-1]:.4f}", flush=True)
-        rows.append(f"| {decay:g} | {_cell(fit)} | {_cell(distribution)} | {_cell(top)} | "
+        rows.append(f"| {decay:g} | {mean_range(fit)} | {mean_range(distribution)} | "
+                    f"{mean_range(top)} | "
                     f"{statistics.mean(seconds) / base:.2f}x | {statistics.mean(moved):.3f} | "
                     f"{statistics.mean(heaviest):.2f} |")
     (busy_after, own_after), minutes = cpu_seconds(), (time.perf_counter() - started) / 60
@@ -67,21 +68,30 @@ def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
             f"{datetime.date.today()}, {minutes:.0f} min; other processes used {others:.0f} "
             f"CPU-s meanwhile ({others / (minutes * 60):.2f} cores: above about 0.1 the cost "
             f"column is skewed). {task.epochs} epochs, seeds 0..{seeds - 1}; none (no "
-            f"augmentation): {_cell([a for a, _, _ in plain])}.", "",
+            f"augmentation): {mean_range([a for a, _, _ in plain])}.", "",
             "| prior_decay | in the fit | retrained, distribution | retrained, top 25 | cost "
             "| max \\|p - 0.5\\| | max weight x n_ops |", "|---:|---:|---:|---:|---:|---:|---:|",
             *rows, ""]
 
 
-def _sections(text: str) -> dict[str, list[str]]:
-    """The task sections of a results file, by task name."""
+def run_sections(out: Path, names: list[str], run, header: list[str]) -> None:
+    """Write ``header`` and a section per task to ``out``: ``run(name)`` for each of ``names``
+    (a task that needs Fashion-MNIST where it is missing exits with a message), and the
+    sections of other tasks already in ``out`` as they were."""
     sections: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("## "):
-            current = sections.setdefault(line[3:].split(":")[0], [])
-        if sections:
-            current.append(line)
-    return sections
+    if out.exists():
+        for line in out.read_text().splitlines():
+            if line.startswith("## "):
+                current = sections.setdefault(line[3:].split(":")[0], [])
+            if sections:
+                current.append(line)
+    for name in names:
+        if TASKS[name].needs_fashion_mnist and not Path(DEFAULT_ROOT).is_dir():
+            sys.exit(f"task {name!r} needs Fashion-MNIST in {DEFAULT_ROOT} (make data)")
+        sections[name] = run(name)
+    ordered = [sections[name] for name in TASKS if name in sections]
+    write_atomic(out, "\n".join(header + [line for lines in ordered for line in lines]))
+    print(f"written to {out}")
 
 
 def main() -> None:
@@ -98,11 +108,6 @@ def main() -> None:
     if unknown := [name for name in names if name not in TASKS]:
         parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
     decays = [float(value) for value in args.decays.split(",")]
-    sections = _sections(args.out.read_text()) if args.out.exists() else {}  # kept if not rerun
-    for name in names:
-        if TASKS[name].needs_fashion_mnist and not Path(DEFAULT_ROOT).is_dir():
-            sys.exit(f"task {name!r} needs Fashion-MNIST in {DEFAULT_ROOT} (make data)")
-        sections[name] = run_task(name, args.seeds, decays)
     header = ["# DADA's settings: the prior decay and the export form", "",
               "The fixed 3-conv network and tasks of `bench_augment_quality.py`, 2 CPU threads; "
               "`DadaSearch` defaults but `prior_decay` (at most 1 / prior_decay of the way "
@@ -110,9 +115,7 @@ def main() -> None:
               "plain fit's. Reproduce a task's section with `python -m "
               "benchmarks.bench_dada_settings --tasks <task>`; a run replaces the sections of "
               "the tasks it runs and keeps the others.", ""]
-    ordered = [sections[name] for name in TASKS if name in sections]
-    write_atomic(args.out, "\n".join(header + [line for lines in ordered for line in lines]))
-    print(f"written to {args.out}")
+    run_sections(args.out, names, lambda name: run_task(name, args.seeds, decays), header)
 
 
 if __name__ == "__main__":

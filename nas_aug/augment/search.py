@@ -219,7 +219,11 @@ class RandAugmentSearch(PolicySearch):
     """RandAugment's ``op_subsets`` x ``num_ops`` x ``magnitudes`` grid, and the fixed
     ``presets`` beside it (names of :meth:`Policy.presets`), searched by successive halving in
     one fit (see the module docstring); every ``probe_every`` steps, ``probes_per_step``
-    candidates are scored against one held-out gradient by ``score``. A candidate is
+    candidates are scored against one held-out gradient by ``score``. As the race narrows,
+    probes grow sparser: with ``n`` of the ``c`` candidates left, one every
+    ``probe_every * (c / n) ** probe_growth`` steps (rounded), so that at ``probe_growth=1``
+    each survivor is scored about as often in every rung as in the first, and at 0 the
+    interval stays ``probe_every``. A candidate is
     ``(N, M)`` (all of RandAugment's ops), ``(N, M, subset)`` (a subset of ``OP_SUBSETS``) or a
     preset's name.
 
@@ -234,7 +238,8 @@ class RandAugmentSearch(PolicySearch):
                  magnitudes: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  presets: Sequence[str] = ("none", "trivialaugment", "crop_flip"),
                  op_subsets: Sequence[str] = ("all",), score: str = "cosine",
-                 probe_every: int = 2, probes_per_step: int = 2, seed: int = 0):
+                 probe_every: int = 2, probes_per_step: int = 2, probe_growth: float = 0.0,
+                 seed: int = 0):
         if isinstance(num_ops, (str, int)) or not num_ops:
             raise ValueError(f"num_ops must be a non-empty list of integers, got {num_ops!r}")
         if isinstance(magnitudes, (str, float, int)) or not magnitudes:
@@ -259,6 +264,7 @@ class RandAugmentSearch(PolicySearch):
         self.candidates = [candidate for _, candidate in grid] + list(presets)
         self.probe_every = check_int("probe_every", probe_every, 1)
         self.probes_per_step = check_int("probes_per_step", probes_per_step, 1)
+        self.probe_growth = check_positive("probe_growth", probe_growth, allow_zero=True)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
         self.pairing = torch.Generator().manual_seed(seed + 1)  # which candidates meet
         self.survivors = list(range(len(self.policies)))
@@ -290,8 +296,14 @@ class RandAugmentSearch(PolicySearch):
             out[rows] = self._augment_with(self.survivors[slot], images[rows])
         return out
 
+    @property
+    def probe_interval(self) -> int:
+        """Steps from one probe to the next, for the survivors now in the race."""
+        narrowed = len(self.policies) / len(self.survivors)
+        return max(1, round(self.probe_every * narrowed ** self.probe_growth))
+
     def outer_step(self, step: OuterStep) -> None:
-        if step.step % self.probe_every or len(self.survivors) == 1:
+        if len(self.survivors) == 1 or step.step % self.probe_interval:
             return
         heldout = gradients(step.heldout_loss(), step.weights)
         scores = {}

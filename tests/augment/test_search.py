@@ -1,6 +1,7 @@
 """The policy search methods on their own, driven by hand with a toy model."""
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -96,6 +97,23 @@ def test_probes_go_to_the_least_scored_and_stop_with_one_survivor(gray):
     assert method.score_count == counts  # nothing left to compare: no probe, no cost
 
 
+@pytest.mark.parametrize("growth, intervals", [(0.0, [2, 2, 2]), (0.5, [2, 3, 4]),
+                                                (1.0, [2, 4, 8])])
+def test_probes_grow_sparser_as_the_race_narrows(growth, intervals, gray):
+    method = RandAugmentSearch(presets=(), num_ops=(1, 2), magnitudes=(0.1, 0.3, 0.5, 0.7),
+                               probe_every=2, probe_growth=growth)  # 8 candidates
+    seen = []
+    for survivors in ([*range(8)], [0, 1, 2, 3], [0, 1]):
+        method.survivors = survivors
+        seen.append(method.probe_interval)
+    assert seen == intervals
+    step, before = _step(gray)[1], 0
+    for index in range(1, 17):  # two survivors, both probed at every interval-th step only
+        method.outer_step(dataclasses.replace(step, step=index))
+        scored, before = sum(method.score_count) - before, sum(method.score_count)
+        assert scored == (2 if index % intervals[-1] == 0 else 0), index
+
+
 def test_randaugment_halves_on_an_even_schedule():
     method = RandAugmentSearch(presets=())  # 3 x 5 = 15 candidates: 4 halvings
     assert method.total_halvings == 4
@@ -166,6 +184,7 @@ def test_randaugment_state_round_trip(gray):
     (dict(magnitudes=(1.5,)), r"magnitude must be in \[0, 1\]"),
     (dict(num_ops=(0,)), "num_ops"),
     (dict(probe_every=0), "probe_every"),
+    (dict(probe_growth=-1), "probe_growth must be a non-negative number, got -1"),
 ])
 def test_randaugment_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
