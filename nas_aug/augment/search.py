@@ -19,8 +19,9 @@ choices at the end of an epoch (:meth:`end_epoch`), and names the policy it foun
   whose training gradients are larger. Each score counts relative to the mean of the
   candidates scored against the same held-out batch, since how well any gradient aligns
   varies more from one held-out batch to the next than from one candidate to another. At
-  evenly spaced epochs the worse half is dropped; once one candidate is left, nothing is
-  scored. With the presets in the race, the search can fall back to a fixed default.
+  evenly spaced epochs the worse half is dropped, and probes grow sparser as the race narrows;
+  once one candidate is left, nothing is scored. With the presets in the race, the search can
+  fall back to a fixed default.
 
 >>> method = RandAugmentSearch(num_ops=(1, 2), magnitudes=(0.2, 0.6))
 >>> [c for c in method.candidates]
@@ -238,7 +239,7 @@ class RandAugmentSearch(PolicySearch):
                  magnitudes: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  presets: Sequence[str] = ("none", "trivialaugment", "crop_flip"),
                  op_subsets: Sequence[str] = ("all",), score: str = "cosine",
-                 probe_every: int = 2, probes_per_step: int = 2, probe_growth: float = 0.0,
+                 probe_every: int = 2, probes_per_step: int = 2, probe_growth: float = 1.0,
                  seed: int = 0):
         if isinstance(num_ops, (str, int)) or not num_ops:
             raise ValueError(f"num_ops must be a non-empty list of integers, got {num_ops!r}")
