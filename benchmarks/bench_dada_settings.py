@@ -2,7 +2,7 @@
 top-1 in the fit and retrained with each export form, its cost over a plain fit, and how far
 its parameters moved; 3 seeds.
 
-    python -m benchmarks.bench_dada_settings [--tasks digits,fashion] [--seeds 3]
+    python -m benchmarks.bench_dada_settings [--tasks digits,fashion,orientation] [--seeds 3]
         [--decays 0,1,4] [--out FILE]
 
 A setting is ``DadaSearch``'s defaults with ``prior_decay`` set. Each setting's policy is
@@ -36,6 +36,21 @@ def mean_range(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})"
 
 
+def section_head(name: str, seeds: int, started: float, cpu_before: tuple[float, float],
+                 plain: list) -> list[str]:
+    """A task section's heading and its line on the time taken since ``started``, the CPU
+    other processes used since ``cpu_before`` (``cpu_seconds()``) and the ``plain`` fits."""
+    task = TASKS[name]
+    (busy, own), (busy_after, own_after) = cpu_before, cpu_seconds()
+    minutes = (time.perf_counter() - started) / 60
+    others = (busy_after - busy) - (own_after - own)
+    return [f"## {name}: {task.about}", "",
+            f"{datetime.date.today()}, {minutes:.0f} min; other processes used {others:.0f} "
+            f"CPU-s meanwhile ({others / (minutes * 60):.2f} cores: above about 0.1 the cost "
+            f"column is skewed). {task.epochs} epochs, seeds 0..{seeds - 1}; none (no "
+            f"augmentation): {mean_range([a for a, _, _ in plain])}.", ""]
+
+
 def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
     task = TASKS[name]
     started, (busy, own) = time.perf_counter(), cpu_seconds()
@@ -62,13 +77,7 @@ def run_task(name: str, seeds: int, decays: list[float]) -> list[str]:
                     f"{mean_range(top)} | "
                     f"{statistics.mean(seconds) / base:.2f}x | {statistics.mean(moved):.3f} | "
                     f"{statistics.mean(heaviest):.2f} |")
-    (busy_after, own_after), minutes = cpu_seconds(), (time.perf_counter() - started) / 60
-    others = (busy_after - busy) - (own_after - own)
-    return [f"## {name}: {task.about}", "",
-            f"{datetime.date.today()}, {minutes:.0f} min; other processes used {others:.0f} "
-            f"CPU-s meanwhile ({others / (minutes * 60):.2f} cores: above about 0.1 the cost "
-            f"column is skewed). {task.epochs} epochs, seeds 0..{seeds - 1}; none (no "
-            f"augmentation): {mean_range([a for a, _, _ in plain])}.", "",
+    return [*section_head(name, seeds, started, (busy, own), plain),
             "| prior_decay | in the fit | retrained, distribution | retrained, top 25 | cost "
             "| max \\|p - 0.5\\| | max weight x n_ops |", "|---:|---:|---:|---:|---:|---:|---:|",
             *rows, ""]
@@ -94,12 +103,16 @@ def run_sections(out: Path, names: list[str], run, header: list[str]) -> None:
     print(f"written to {out}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default="digits,fashion")
+def settings_main(doc: str, module: str, out: Path, flag: str, default: str, title: str,
+                  about: str, run_task) -> None:
+    """The command line of a settings bench: ``--tasks``, ``--seeds``, ``--<flag>`` (the
+    setting's values, comma-separated) and ``--out``; each task's section is
+    ``run_task(name, seeds, values)``, written below a header of ``title`` and ``about``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--decays", default="0,1,4")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(f"--{flag}", default=default)
+    parser.add_argument("--out", type=Path, default=out)
     args = parser.parse_args()
     torch.set_num_threads(2)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -107,16 +120,17 @@ def main() -> None:
     names = [name for name in args.tasks.split(",") if name]
     if unknown := [name for name in names if name not in TASKS]:
         parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
-    decays = [float(value) for value in args.decays.split(",")]
-    header = ["# DADA's settings: the prior decay and the export form", "",
+    values = [float(value) for value in getattr(args, flag).split(",")]
+    header = [f"# {title}", "",
               "The fixed 3-conv network and tasks of `bench_augment_quality.py`, 2 CPU threads; "
-              "`DadaSearch` defaults but `prior_decay` (at most 1 / prior_decay of the way "
-              "from the start for a consistent hypergradient). Cost: the fit's seconds over a "
-              "plain fit's. Reproduce a task's section with `python -m "
-              "benchmarks.bench_dada_settings --tasks <task>`; a run replaces the sections of "
-              "the tasks it runs and keeps the others.", ""]
-    run_sections(args.out, names, lambda name: run_task(name, args.seeds, decays), header)
+              f"{about} Cost: the fit's seconds over a plain fit's. Reproduce a task's section "
+              f"with `python -m benchmarks.{module} --tasks <task>`; a run replaces the "
+              "sections of the tasks it runs and keeps the others.", ""]
+    run_sections(args.out, names, lambda name: run_task(name, args.seeds, values), header)
 
 
 if __name__ == "__main__":
-    main()
+    settings_main(__doc__, "bench_dada_settings", OUT, "decays", "0,1,4",
+                  "DADA's settings: the prior decay and the export form",
+                  "`DadaSearch` defaults but `prior_decay` (at most 1 / prior_decay of the way "
+                  "from the start for a consistent hypergradient).", run_task)

@@ -13,20 +13,14 @@ of the tasks it runs.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import datetime
-import logging
 import statistics
 import time
-import warnings
 from pathlib import Path
-
-import torch
 
 from benchmarks.bench_augment_quality import TASKS, describe, fit_and_test, found
 from benchmarks.bench_costs import cpu_seconds
-from benchmarks.bench_dada_settings import mean_range, run_sections
+from benchmarks.bench_dada_settings import mean_range, section_head, settings_main
 
 OUT = Path(__file__).parent / "results" / "augment_race_settings.md"
 
@@ -53,40 +47,13 @@ def run_task(name: str, seeds: int, growths: list[float]) -> list[str]:
                             for pick, count in collections.Counter(picks).most_common())
         rows.append(f"| {growth:g} | {mean_range(fit)} | {mean_range(retrained)} | "
                     f"{statistics.mean(seconds) / base:.2f}x | {counted} |")
-    (busy_after, own_after), minutes = cpu_seconds(), (time.perf_counter() - started) / 60
-    others = (busy_after - busy) - (own_after - own)
-    return [f"## {name}: {task.about}", "",
-            f"{datetime.date.today()}, {minutes:.0f} min; other processes used {others:.0f} "
-            f"CPU-s meanwhile ({others / (minutes * 60):.2f} cores: above about 0.1 the cost "
-            f"column is skewed). {task.epochs} epochs, seeds 0..{seeds - 1}; none (no "
-            f"augmentation): {mean_range([a for a, _, _ in plain])}.", "",
+    return [*section_head(name, seeds, started, (busy, own), plain),
             "| probe_growth | in the fit | retrained | cost of the fit | picks |",
             "|---:|---:|---:|---:|---|", *rows, ""]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--growths", default="0,0.5,1")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    names = [name for name in args.tasks.split(",") if name]
-    if unknown := [name for name in names if name not in TASKS]:
-        parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
-    growths = [float(value) for value in args.growths.split(",")]
-    header = ["# The RandAugment race's probing schedule", "",
-              "The fixed 3-conv network and tasks of `bench_augment_quality.py`, 2 CPU threads; "
-              "`RandAugmentSearch` defaults but `probe_growth` (probes every `probe_every * "
-              "(candidates / survivors) ** probe_growth` steps). Cost: the fit's seconds over "
-              "a plain fit's. Reproduce a task's section with `python -m "
-              "benchmarks.bench_race_settings --tasks <task>`; a run replaces the sections of "
-              "the tasks it runs and keeps the others.", ""]
-    run_sections(args.out, names, lambda name: run_task(name, args.seeds, growths), header)
-
-
 if __name__ == "__main__":
-    main()
+    settings_main(__doc__, "bench_race_settings", OUT, "growths", "0,0.5,1",
+                  "The RandAugment race's probing schedule",
+                  "`RandAugmentSearch` defaults but `probe_growth` (probes every `probe_every * "
+                  "(candidates / survivors) ** probe_growth` steps).", run_task)
