@@ -4,7 +4,7 @@ RandAugment race and DADA find inside one fit; test top-1 as mean and spread ove
 each row's cost relative to one plain training.
 
     python -m benchmarks.bench_augment_quality [--quick] [--tasks digits,fashion,orientation]
-        [--rows none,DADA] [--out FILE]
+        [--rows none DADA "RandAugment race"] [--out FILE]
 
 Tasks: ``digits`` (scikit-learn's digits at 16x16, 10% of the training split), ``fashion``
 (Fashion-MNIST at 28x28, a share of the training set) and ``orientation`` (the same images,
@@ -204,8 +204,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: a smoke run")
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated, of {list(TASKS)}")
-    parser.add_argument("--rows", default=",".join(ROWS),
-                        help=f"comma-separated, of {list(ROWS)} (none always runs: the cost's "
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW",
+                        help=f"of {list(ROWS)}, each quoted (none always runs: the cost's "
                              "base)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None,
@@ -217,9 +217,7 @@ def main() -> None:
     unknown = [name for name in names if name not in TASKS]
     if unknown:
         parser.error(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
-    rows = tuple(name.strip() for name in args.rows.split(",") if name.strip())
-    if unknown := [name for name in rows if name not in ROWS]:
-        parser.error(f"unknown row(s) {unknown}; rows are {list(ROWS)}")
+    rows = tuple(args.rows)
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
