@@ -23,6 +23,7 @@ touched only for the final figures. Written to ``benchmarks/results/augment_qual
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import statistics
 import sys
@@ -142,6 +143,12 @@ def describe(policy: Policy) -> str:
         return f"{policy.name}(N={policy.draws_per_sample}, M={magnitude})"
     if len(policy.sub_policies) == 1 or policy.name in ("trivialaugment", "crop_flip"):
         return policy.name
+    if all(len(ops) == 1 for ops in policy.sub_policies):  # DADA's distribution export
+        shares = collections.Counter(ops[0].name for ops in policy.sub_policies)
+        top = ", ".join(f"{name} {count / len(policy.sub_policies):.0%}"
+                        for name, count in shares.most_common(3))
+        return (f"{len(shares)} ops in proportion, {policy.draws_per_sample} drawn per sample "
+                f"({top} ...)")
     top = policy.sub_policies[:3]
     return "; ".join(" + ".join(f"{op.name}(p={op.probability:.2f}, m={op.magnitude:.2f})"
                                 for op in ops) for ops in top) + " ..."
