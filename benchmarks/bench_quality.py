@@ -29,7 +29,14 @@ from torch import nn
 
 from nas_aug import Architecture, Budget, build_subnet, load_architecture
 from nas_aug.constraints import CostTable
-from nas_aug.recipe import Recipe, make_datamodule, make_search, make_trainer, retrain
+from nas_aug.recipe import (
+    Recipe,
+    limits,
+    make_datamodule,
+    make_search,
+    make_trainer,
+    retrain,
+)
 from nas_aug.search_spaces import create_space
 from nas_aug.space import Sample
 from nas_aug.space.choice import sample_key
@@ -129,9 +136,7 @@ class QualityBench:
         self.net = create_space(recipe.space.name, **recipe.space.kwargs)  # never trained
         self.space = space_of(self.net)
         self.table = CostTable.build(self.net, self.datamodule.input_shape)
-        self.budget = Budget(**{key: value for key, value in
-                                dataclasses.asdict(recipe.search.budget).items()
-                                if value is not None})
+        self.budget = Budget(**limits(recipe.search.budget))
         self.template = Architecture(space=recipe.space.name, space_kwargs=recipe.space.kwargs,
                                      sample={}, input_shape=self.datamodule.input_shape)
         self.calibration_batches = recipe.search.calibration_batches

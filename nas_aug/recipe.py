@@ -339,11 +339,13 @@ def fixed_policy(augment: AugmentConfig) -> Policy | None:
     return policy.within_base() if augment.base else policy
 
 
+def limits(config: BudgetConfig) -> dict[str, float]:
+    """The limits a budget section sets, as ``Budget``'s keyword arguments."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+
+
 def _budgets(search: SearchConfig) -> tuple[Budget | None, list[Budget] | None]:
     """The search's ``budget`` (``None``: no limit) and ``budgets`` (``None``: one search)."""
-    def limits(config: BudgetConfig) -> dict[str, float]:
-        return {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
-
     def budget(config: BudgetConfig, where: str) -> Budget:
         if not limits(config):
             raise ValueError(f"{where} sets no limit; give it macs, params, flops or "
@@ -535,8 +537,7 @@ def training_cost(recipe: Recipe) -> str:
     """
     search = recipe.search
     searches = len(search.budgets) or 1
-    budgeted = bool(search.budgets) or any(
-        value is not None for value in dataclasses.asdict(search.budget).values())
+    budgeted = bool(search.budgets or limits(search.budget))
     return (f"{recipe.supernet.epochs} supernet epochs + {searches * (1 + budgeted) + 2} "
             f"retrainings x {recipe.retrain.epochs} epochs")
 

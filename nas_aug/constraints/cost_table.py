@@ -142,23 +142,24 @@ class CostTable:
         """
         space = self.space
 
-        def size(sample: Mapping[str, Any]) -> tuple[int, int]:  # what "larger" means
-            cost = self(sample)
+        def size(cost: Cost) -> tuple[int, int]:  # what "larger" means
             return cost.params, cost.macs
 
-        def neighbours(sample: dict[str, Any]) -> list[dict[str, Any]]:
-            return [{**sample, label: value} for label in space.labels
-                    for value in space.candidates(label) if value != sample[label]]
+        def neighbours(sample: dict[str, Any]) -> list[tuple[dict[str, Any], Cost]]:
+            changed = [{**sample, label: value} for label in space.labels
+                       for value in space.candidates(label) if value != sample[label]]
+            return [(other, self(other)) for other in changed]
 
         current = space.largest()
-        while (excess := budget.excess(self(current))) > 1:
-            nearer = [s for s in neighbours(current) if budget.excess(self(s)) < excess]
+        cost = self(current)
+        while (excess := budget.excess(cost)) > 1:
+            nearer = [(s, c) for s, c in neighbours(current) if budget.excess(c) < excess]
             if not nearer:
                 return None
-            current = max(nearer, key=size)
-        while bigger := [s for s in neighbours(current)
-                         if size(s) > size(current) and budget.allows(self(s))]:
-            current = max(bigger, key=size)
+            current, cost = max(nearer, key=lambda pair: size(pair[1]))
+        while bigger := [(s, c) for s, c in neighbours(current)
+                         if size(c) > size(cost) and budget.allows(c)]:
+            current, cost = max(bigger, key=lambda pair: size(pair[1]))
         return current
 
     def expected(self, probabilities: Mapping[str, torch.Tensor]
